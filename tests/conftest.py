@@ -123,7 +123,7 @@ def settings(database_url: str, broker_url: str, tmp_path: Path) -> Iterator[Set
         retry_schedule_s=(0.2, 0.4, 0.6),
         retry_jitter=0.0,
         sweep_interval_s=0.2,
-        sweep_grace_s=1.0,
+        sweep_grace_s=3.0,
         log_format="json",
         data_dir=tmp_path,
     )

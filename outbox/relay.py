@@ -1,0 +1,191 @@
+"""The relay: publishes committed outbox rows to Dramatiq, waking on LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+import psycopg
+import structlog
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from handoff.broker import delivery_message
+from handoff.db import libpq_url
+from handoff.settings import Settings
+from outbox.sweeper import Sweeper
+from schema.tables import OUTBOX_CHANNEL
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BATCH_SIZE = 500
+# Without a NOTIFY (lost connection, missed wake-up) the relay still looks this often.
+POLL_INTERVAL_S = 1.0
+MAX_BACKOFF_S = 10.0
+
+# One statement claims a batch, marks it published and moves its deliveries to `queued`.
+#
+# Rows are chosen by availability, never "id greater than the last one seen": ids are
+# assigned at insert, not at commit, so a slow transaction can commit a smaller id after a
+# larger one has been published. FOR UPDATE SKIP LOCKED lets several relays share the
+# table without publishing a row twice. The delivery rows stay locked until COMMIT, which
+# comes after the broker accepted the messages: a worker that receives a message before
+# that commit blocks on its claim until the row says `queued`, or finds it unchanged if the
+# relay rolled back (the outbox row is then published again).
+_CLAIM = text(
+    """
+    WITH claimed AS (
+        SELECT id FROM outbox
+        WHERE published_at IS NULL AND available_at <= now()
+        ORDER BY available_at, id
+        LIMIT :batch_size
+        FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE outbox SET published_at = now()
+        FROM claimed WHERE outbox.id = claimed.id
+        RETURNING outbox.delivery_id, outbox.trigger
+    )
+    UPDATE deliveries SET
+        status = 'queued', queued_at = now(), next_trigger = marked.trigger, updated_at = now()
+    FROM marked
+    WHERE deliveries.id = marked.delivery_id
+      AND (deliveries.status IN ('pending', 'queued')
+           OR (deliveries.status = 'retrying'
+               AND deliveries.next_attempt_at <= now() + interval '1 second'))
+    RETURNING deliveries.id
+    """
+)
+
+_NEXT_AVAILABLE = text(
+    """
+    SELECT extract(epoch FROM min(available_at) - now()) FROM outbox
+    WHERE published_at IS NULL
+    """
+)
+
+
+class Relay:
+    """Moves committed outbox rows onto the broker, in batches, once each in normal operation."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        broker: dramatiq.Broker,
+        settings: Settings,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self._engine = engine
+        self._broker = broker
+        self._settings = settings
+        self._batch_size = batch_size
+        self._sweeper = Sweeper(engine, settings)
+
+    def publish_batch(self) -> int:
+        """Publish one batch of due outbox rows.
+
+        Returns:
+            How many outbox rows were claimed; rows whose delivery no longer needs an
+            attempt (delivered, cancelled, a duplicate) are marked without a message.
+        """
+        with self._engine.begin() as connection:
+            delivery_ids = connection.execute(_CLAIM, {"batch_size": self._batch_size}).scalars().all()
+            for delivery_id in delivery_ids:
+                self._broker.enqueue(delivery_message(str(delivery_id)))
+        if delivery_ids:
+            log.info("outbox_published", count=len(delivery_ids))
+        return len(delivery_ids)
+
+    def seconds_until_next_row(self) -> float | None:
+        """Return how long until the earliest unpublished row is due, or None when none waits."""
+        with self._engine.connect() as connection:
+            seconds = connection.execute(_NEXT_AVAILABLE).scalar()
+        return None if seconds is None else max(0.0, float(seconds))
+
+    def publish_due(self) -> int:
+        """Publish batches until no due row is left; return the number of rows published."""
+        total = 0
+        while True:
+            count = self.publish_batch()
+            total += count
+            if count < self._batch_size:
+                return total
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish and sweep until `stop` is set, riding over database and broker outages."""
+        listener = _Listener(self._settings.database_url or "")
+        next_sweep = time.monotonic()
+        backoff_s = 0.5
+        log.info("relay_started", batch_size=self._batch_size)
+        while not stop.is_set():
+            try:
+                listener.ensure_listening()
+                self.publish_due()
+
+                if time.monotonic() >= next_sweep:
+                    self._sweeper.sweep()
+                    next_sweep = time.monotonic() + self._settings.sweep_interval_s
+
+                wait_s = min(POLL_INTERVAL_S, max(0.0, next_sweep - time.monotonic()))
+                due_in = self.seconds_until_next_row()
+                if due_in is not None:
+                    wait_s = min(wait_s, due_in)
+                listener.wait(wait_s)
+                backoff_s = 0.5
+            except (SQLAlchemyError, psycopg.Error, dramatiq.errors.ConnectionError) as error:
+                # Expected during a restart of Postgres or the broker: nothing is lost, because
+                # unpublished rows stay in the outbox until a publish commits.
+                log.warning("relay_backing_off", error=type(error).__name__, delay_s=backoff_s)
+                listener.close()
+                stop.wait(backoff_s)
+                backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
+        listener.close()
+        log.info("relay_stopped")
+
+
+class _Listener:
+    """A LISTEN connection on the outbox channel, reopened after any failure."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = libpq_url(database_url) if database_url else ""
+        self._connection: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def ensure_listening(self) -> None:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+            self._connection.execute(f"LISTEN {OUTBOX_CHANNEL}")
+
+    def wait(self, timeout_s: float) -> None:
+        """Return on the first notification or after `timeout_s`, draining any others."""
+        if self._connection is None or timeout_s <= 0:
+            return
+        for _ in self._connection.notifies(timeout=timeout_s, stop_after=1):
+            pass
+        # Fold a burst of notifications into one wake-up.
+        for _ in self._connection.notifies(timeout=0.0):
+            pass
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def run_relay(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Run the relay and its sweeper in this process until `stop` is set (or forever).
+
+    Args:
+        settings: requires `database_url` and `broker_url`.
+        stop: set it from another thread to end the loop; the relay exits within a second.
+    """
+    from handoff.broker import make_broker
+    from handoff.db import make_engine
+
+    settings.require("database_url", "broker_url")
+    engine = make_engine(str(settings.database_url), pool_size=2, max_overflow=2)
+    broker = make_broker(str(settings.broker_url))
+    try:
+        Relay(engine, broker, settings).run(stop or threading.Event())
+    finally:
+        broker.close()
+        engine.dispose()

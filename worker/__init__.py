@@ -1,0 +1,1 @@
+"""Webhook worker: signing, retry policy, egress checks and the HTTP delivery attempt."""
