@@ -89,7 +89,9 @@ class Relay:
             attempt (delivered, cancelled, a duplicate) are marked without a message.
         """
         with self._engine.begin() as connection:
-            delivery_ids = connection.execute(_CLAIM, {"batch_size": self._batch_size}).scalars().all()
+            delivery_ids = (
+                connection.execute(_CLAIM, {"batch_size": self._batch_size}).scalars().all()
+            )
             for delivery_id in delivery_ids:
                 self._broker.enqueue(delivery_message(str(delivery_id)))
         if delivery_ids:

@@ -40,7 +40,9 @@ class Pipeline:
         self.relay = Relay(engine, self.broker, settings)
         self._stop = threading.Event()
         self._relay_thread = threading.Thread(target=self.relay.run, args=(self._stop,))
-        self._worker = dramatiq.Worker(self.broker, worker_threads=worker_threads, worker_timeout=100)
+        self._worker = dramatiq.Worker(
+            self.broker, worker_threads=worker_threads, worker_timeout=100
+        )
         self._worker_running = False
 
     def start(self, *, relay: bool = True, worker: bool = True) -> Pipeline:

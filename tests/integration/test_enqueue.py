@@ -40,8 +40,12 @@ def add_member(engine: Engine, workspace_id: str, **columns: object) -> str:
     with engine.begin() as connection:
         connection.execute(
             insert(members).values(
-                id=member_id, workspace_id=workspace_id, name="Someone", role="member",
-                token_hash=uuid.uuid4().bytes, **columns,
+                id=member_id,
+                workspace_id=workspace_id,
+                name="Someone",
+                role="member",
+                token_hash=uuid.uuid4().bytes,
+                **columns,
             )
         )
     return member_id

@@ -7,8 +7,8 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from sqlalchemy import Engine, func, insert, select, text
@@ -143,8 +143,10 @@ def test_retry_after_delays_next_attempt(
     receiver: Receiver,
     form: str,
 ) -> None:
-    retry_after = "2" if form == "seconds" else format_datetime(
-        datetime.now(UTC) + timedelta(seconds=3), usegmt=True
+    retry_after = (
+        "2"
+        if form == "seconds"
+        else format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
     )
     receiver.script(Respond(429, headers={"Retry-After": retry_after}), Respond(200))
     pipeline.start()

@@ -49,8 +49,19 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
         return
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -97,7 +108,9 @@ def wait_all_delivered(engine: Engine, total: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while statuses(engine)["delivered"] < total:
         if time.monotonic() > deadline:
-            raise AssertionError(f"not all delivered within {timeout_s} s: {dict(statuses(engine))}")
+            raise AssertionError(
+                f"not all delivered within {timeout_s} s: {dict(statuses(engine))}"
+            )
         time.sleep(0.1)
 
 
@@ -164,8 +177,7 @@ def test_three_relays_publish_each_row_once(
     import dramatiq
 
     published = [
-        dramatiq.Message.decode(raw).args[0]
-        for raw in client.hvals("dramatiq:handoff.msgs")
+        dramatiq.Message.decode(raw).args[0] for raw in client.hvals("dramatiq:handoff.msgs")
     ]
     client.close()
     broker.close()
@@ -190,13 +202,26 @@ def test_killed_worker_attempt_is_recovered(
         "HANDOFF_DELIVERY_TIMEOUT": "2",
         "HANDOFF_LOG_FORMAT": "json",
     }
-    command = [sys.executable, "-m", "dramatiq", "worker.boot", "--processes", "1",
-               "--threads", "2", "--queues", "handoff"]
+    command = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "worker.boot",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+        "--queues",
+        "handoff",
+    ]
 
     def start_worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            command, env=environment, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            command,
+            env=environment,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     first = start_worker()
@@ -222,4 +247,3 @@ def test_killed_worker_attempt_is_recovered(
     attempts = pipeline.attempts(delivery_id)
     assert ["interrupted", "delivered"] == [a["outcome"] for a in attempts]
     assert ["scheduled", "recovered"] == [a["trigger"] for a in attempts]
-

@@ -59,7 +59,9 @@ def test_handoff_body_layout() -> None:
     body = build(make_theme(["I can't upload"]))
     assert "solhelps.insight.handoff" == body["event"]
     assert "2026-02-15T12:34:56.789Z" == body["sentAt"]
-    assert {"companyId": "acme", "companyName": "Acme Inc", "planTier": "GROWTH"} == body["workspace"]
+    assert {"companyId": "acme", "companyName": "Acme Inc", "planTier": "GROWTH"} == body[
+        "workspace"
+    ]
     assert {"userId": "u1", "name": "Mel", "role": "member"} == body["actor"]
     scope = body["scope"]
     assert isinstance(scope, dict)
@@ -104,7 +106,10 @@ def test_nul_and_surrogates_replaced() -> None:
 
 def test_test_body_shape() -> None:
     raw = build_test_body(
-        delivery_id="d2", created_at=NOW, workspace=WORKSPACE, actor=ACTOR,
+        delivery_id="d2",
+        created_at=NOW,
+        workspace=WORKSPACE,
+        actor=ACTOR,
         app_base_url="https://app.solhelps.com",
     )
     body = json.loads(raw)
