@@ -5,7 +5,9 @@ HandoffError
  ├── WebhookDisabled        integration saved but switched off
  ├── NotPermitted           the actor may not export this assistant's insights
  ├── ThemeNotFound          no such theme (or assistant) in the workspace
- └── InvalidHandoff         the request itself is invalid (range, sources)
+ ├── InvalidHandoff         the request itself is invalid (range, sources)
+ ├── DeliveryNotFound       no such delivery in the workspace (redeliver)
+ └── DeliveryInProgress     an attempt of the delivery is in flight (redeliver)
 
 Each carries `code` and `status`, the API error code and HTTP status it maps to.
 """
@@ -86,3 +88,27 @@ class InvalidHandoff(HandoffError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class DeliveryNotFound(HandoffError):
+    """Raised when a delivery id does not exist in the workspace."""
+
+    code = "not_found"
+    status = 404
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"delivery {delivery_id!r} not found in this workspace")
+        self.delivery_id = delivery_id
+
+
+class DeliveryInProgress(HandoffError):
+    """Raised when a redelivery is requested while an attempt of the delivery is in flight."""
+
+    code = "delivery_in_progress"
+    status = 409
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(
+            f"delivery {delivery_id} has an attempt in flight; wait for its outcome, then redeliver"
+        )
+        self.delivery_id = delivery_id
