@@ -107,7 +107,7 @@ def describe_attempt(delivery_id: str, attempt: dict[str, Any]) -> WebhookTestRe
         if attempt["provider"] == "zapier":
             message = f"accepted by Zapier: the hook returned {status_code}"
         else:
-            message = f"delivered: Webhook endpoint returned {status_code}"
+            message = f"your receiver is connected: it answered {status_code}"
     elif error_class is None and status_code is not None:
         outcome = "endpoint_error"
         message = f"Webhook endpoint returned {status_code}"

@@ -1,8 +1,8 @@
 """The test send endpoint: configuration errors, the rate limit and each reported outcome.
 
-NOTE: these tests play the worker's part by writing the attempt row from a thread and
-sending NOTIFY on the attempt channel, as the worker does. The end-to-end version, with
-the real relay and worker posting to a real receiver, runs in the lead's pipeline tests.
+These tests play the worker's part by writing the attempt row from a thread and sending
+NOTIFY on the attempt channel, as the worker does. test_api_pipeline.py checks the same
+outcomes with the real relay and worker posting to a real receiver.
 """
 
 from __future__ import annotations
