@@ -8,8 +8,11 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert
+from sqlalchemy.orm import Session
 
 from handoff.secret_box import SecretBox
+from handoff.settings import Settings
+from outbox import enqueue_handoff
 from schema.tables import integrations, members, themes, workspaces
 
 
@@ -102,3 +105,22 @@ def seed_workspace(
         theme_id="permissions",
         assistant_id="asst_123",
     )
+
+
+def enqueue_handoffs(
+    engine: Engine, seeded: Seeded, settings: Settings | None = None, count: int = 1
+) -> list[str]:
+    """Commit `count` handoffs of the seeded member in one transaction; return their ids."""
+    with Session(engine) as session, session.begin():
+        return [
+            enqueue_handoff(
+                session,
+                workspace_id=seeded.workspace_id,
+                actor_id=seeded.member_id,
+                theme_id=seeded.theme_id,
+                assistant_id=seeded.assistant_id,
+                range={"preset": "30d"},
+                settings=settings,
+            )
+            for _ in range(count)
+        ]

@@ -18,13 +18,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
 from api.tokens import hash_token
-from outbox import enqueue_handoff
 from schema.tables import deliveries, members, operator_tokens, outbox, themes, workspaces
 from tests.conftest import TEST_SECRET_KEY
-from tests.seed import seed_workspace
+from tests.seed import enqueue_handoffs, seed_workspace
 
 THEME: dict[str, Any] = {
     "workspaceId": "acme",
@@ -250,15 +248,7 @@ def test_deliveries_list_unknown_workspace_fails(cli: Any) -> None:
 
 def _enqueue(engine: Engine) -> str:
     seeded = seed_workspace(engine, url="http://127.0.0.1:9/hook")
-    with Session(engine) as session, session.begin():
-        return enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.member_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "30d"},
-        )
+    return enqueue_handoffs(engine, seeded)[0]
 
 
 def test_deliveries_list_show_and_redeliver(cli: Any, engine: Engine) -> None:

@@ -20,7 +20,7 @@ from schema.tables import deliveries, integrations, outbox, workspaces
 from tests.conftest import TEST_SECRET_KEY
 from tests.integration.harness import Pipeline
 from tests.receivers import Receiver, Respond
-from tests.seed import Seeded, seed_workspace
+from tests.seed import Seeded, enqueue_handoffs, seed_workspace
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXNpZ25pbmctMTIzNDU2"
 
@@ -46,16 +46,7 @@ def pipeline(settings: Settings, engine: Engine, broker_url: str) -> Iterator[Pi
 
 
 def send_handoff(engine: Engine, seeded: Seeded, settings: Settings) -> str:
-    with Session(engine) as session, session.begin():
-        return enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.member_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "30d"},
-            settings=settings,
-        )
+    return enqueue_handoffs(engine, seeded, settings)[0]
 
 
 def count(engine: Engine, table: object) -> int:

@@ -17,17 +17,15 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
 
 from handoff.broker import make_broker
 from handoff.settings import Settings
-from outbox import enqueue_handoff
 from outbox.relay import Relay
 from schema.tables import deliveries, outbox
 from tests.conftest import TEST_SECRET_KEY
 from tests.integration.harness import Pipeline
 from tests.receivers import Hang, Receiver, Respond
-from tests.seed import Seeded, seed_workspace
+from tests.seed import enqueue_handoffs, seed_workspace
 
 
 def free_port() -> int:
@@ -78,24 +76,6 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
     process.wait(timeout=10)
 
 
-def enqueue_many(engine: Engine, seeded: Seeded, settings: Settings, count: int) -> list[str]:
-    ids = []
-    with Session(engine) as session, session.begin():
-        for _ in range(count):
-            ids.append(
-                enqueue_handoff(
-                    session,
-                    workspace_id=seeded.workspace_id,
-                    actor_id=seeded.member_id,
-                    theme_id=seeded.theme_id,
-                    assistant_id=seeded.assistant_id,
-                    range={"preset": "30d"},
-                    settings=settings,
-                )
-            )
-    return ids
-
-
 def statuses(engine: Engine) -> Counter[str]:
     with engine.connect() as connection:
         rows = connection.execute(
@@ -122,14 +102,14 @@ def test_flushed_redis_loses_nothing(
     flusher = redis.Redis.from_url(private_redis)
     try:
         pipeline.start(worker=False)
-        queued_ids = enqueue_many(engine, seeded, settings, 20)
+        queued_ids = enqueue_handoffs(engine, seeded, settings, 20)
         for delivery_id in queued_ids:
             pipeline.wait_for_status(delivery_id, {"queued"})
         flusher.flushall()
 
         receiver.script(*[Respond(503)] * 5)
         pipeline.start(relay=False)
-        enqueue_many(engine, seeded, settings, 10)
+        enqueue_handoffs(engine, seeded, settings, 10)
         time.sleep(0.3)
         # The second flush hits deliveries that are queued again or waiting to retry.
         flusher.flushall()
@@ -158,7 +138,7 @@ def test_three_relays_publish_each_row_once(
     try:
         ids: list[str] = []
         for _ in range(10):
-            ids += enqueue_many(engine, seeded, settings, 50)
+            ids += enqueue_handoffs(engine, seeded, settings, 50)
         deadline = time.monotonic() + 30
         while True:
             with engine.connect() as connection:
@@ -227,7 +207,7 @@ def test_killed_worker_attempt_is_recovered(
     first = start_worker()
     second = None
     try:
-        [delivery_id] = enqueue_many(engine, seeded, settings, 1)
+        [delivery_id] = enqueue_handoffs(engine, seeded, settings, 1)
         receiver.wait_for(1, timeout_s=30)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
