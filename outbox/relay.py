@@ -31,7 +31,7 @@ MAX_BACKOFF_S = 10.0
 # larger one has been published. FOR UPDATE SKIP LOCKED lets several relays share the
 # table without publishing a row twice. The delivery rows stay locked until COMMIT, which
 # comes after the broker accepted the messages: a worker that receives a message before
-# that commit blocks on its claim until the row says `queued`, or finds it unchanged if the
+# that commit blocks on its claim until the row is `queued`, or finds it unchanged if the
 # relay rolled back (the outbox row is then published again).
 _CLAIM = text(
     """

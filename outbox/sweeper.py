@@ -1,7 +1,7 @@
 """The sweeper: recovers deliveries whose message or attempt was lost, from Postgres state alone.
 
 Dramatiq alone takes from a minute to well over ten to bring back a killed worker's
-message, and loses queued messages outright when Redis restarts empty. Postgres knows
+message, and loses queued messages outright when Redis restarts empty. Postgres records
 what should be happening, so the sweeper compares the two and re-publishes through the
 outbox: a recovered delivery gets one more outbox row with trigger `recovered`.
 """
@@ -22,8 +22,8 @@ INTERRUPTED_MESSAGE = "attempt interrupted: no outcome was recorded before its l
 
 # An attempt whose lease expired without an outcome: the worker died or lost Postgres
 # mid-request. The attempt is recorded `interrupted` and counts toward the automatic
-# attempts; the next one is published at once with trigger `recovered`, or the delivery
-# fails when no automatic attempt is left.
+# attempts. The next one is published at once with trigger `recovered`, unless no automatic
+# attempt is left, in which case the delivery fails.
 _EXPIRED_LEASES = text(
     """
     WITH expired AS (
@@ -96,7 +96,7 @@ _LOST_MESSAGES = text(
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What one sweep changed."""
+    """Counts of the deliveries one sweep recovered."""
 
     interrupted: int
     republished: int

@@ -1,7 +1,7 @@
 """Worker process set-up, imported by `dramatiq worker.boot` in each worker process.
 
-`handoff worker` validates the settings before it starts Dramatiq, so a problem found here
-is a rare race (the environment changed); it still ends the process with one line.
+`handoff worker` validates the settings before it starts Dramatiq, so a setting error here
+means the environment changed in between. It still ends the process with one line.
 """
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ _CLAIM = text(
 )
 
 # Recording is one statement too. The conditions on `outcome IS NULL` and on the attempt
-# number leave alone an attempt the sweeper already declared interrupted after its lease ran
-# out; a due retry gets its outbox row in the same transaction, so it cannot be lost.
+# number leave alone an attempt that the sweeper already recorded as interrupted after its
+# lease ran out. A due retry gets its outbox row in the same transaction, so it cannot be lost.
 _RECORD = text(
     """
     WITH attempt AS (
