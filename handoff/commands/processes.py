@@ -112,6 +112,7 @@ def migrate_command(args: argparse.Namespace) -> int:
 def api_command(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn in this process until SIGINT or SIGTERM."""
     import uvicorn
+
     from api.app import create_app
 
     settings = start_command("database_url", "broker_url", "secret_key")
