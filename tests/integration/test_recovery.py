@@ -172,7 +172,10 @@ def test_killed_worker_attempt_is_recovered(
 ) -> None:
     seeded = seed_workspace(engine, url=receiver.url)
     receiver.script(Hang(seconds=60))
-    pipeline = Pipeline(settings, engine, broker_url).start(worker=False)
+    # The lease expiry alone must bring the attempt back; a long grace keeps the sweeper from
+    # also re-publishing while a slow machine is still starting the worker process.
+    patient = Settings(**{**settings.__dict__, "sweep_grace_s": 120.0})
+    pipeline = Pipeline(patient, engine, broker_url).start(worker=False)
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
