@@ -9,10 +9,13 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 import handoff
+from api import metrics
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
-from api.routes import deliveries, health, integration
+from api.routes import deliveries, health, integration, ops
 from api.routes import handoff as handoff_routes
 from api.schemas import documented_body_schemas
+from api.ui import install_ui
 from handoff.db import make_engine
 from handoff.settings import Settings
 
@@ -39,13 +42,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     for router in (
         integration.router,
         handoff_routes.router,
         deliveries.router,
         health.router,
+        ops.router,
+        metrics.router,
     ):
         app.include_router(router)
+    install_ui(app)
 
     def openapi() -> dict[str, Any]:
         # Some bodies are parsed by their handlers, not by FastAPI, so their schemas are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -71,13 +72,18 @@ def _bearer_token(request: Request) -> str:
     return token
 
 
-def authenticate(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> Caller:
-    """Resolve the request's bearer token to a member or an operator.
+def _same_hash(stored: bytes, computed: bytes) -> bool:
+    # The index lookup's timing can reveal at most how a SHA-256 digest compares with stored
+    # ones, which a caller cannot steer byte by byte. The final check is constant-time too.
+    return hmac.compare_digest(bytes(stored), computed)
 
-    Raises:
-        Unauthenticated: the header is missing or malformed, or the token is unknown.
+
+def find_caller(engine: Engine, digest: bytes) -> Caller | None:
+    """Return the member or operator whose token hashes to `digest`, or None for no match.
+
+    Tokens are stored only as SHA-256 hashes: the row is looked up by hash, and the stored
+    hash is then compared with `digest` in constant time.
     """
-    digest = hash_token(_bearer_token(request))
     with Session(engine) as session:
         member = session.execute(
             select(
@@ -87,9 +93,10 @@ def authenticate(request: Request, engine: Annotated[Engine, Depends(get_engine)
                 members.c.role,
                 members.c.permissions,
                 members.c.assistant_ids,
+                members.c.token_hash,
             ).where(members.c.token_hash == digest)
         ).one_or_none()
-        if member is not None:
+        if member is not None and _same_hash(member.token_hash, digest):
             return Member(
                 id=str(member.id),
                 workspace_id=member.workspace_id,
@@ -98,12 +105,26 @@ def authenticate(request: Request, engine: Annotated[Engine, Depends(get_engine)
                 permissions=tuple(member.permissions),
                 assistant_ids=tuple(member.assistant_ids),
             )
-        operator_id = session.execute(
-            select(operator_tokens.c.id).where(operator_tokens.c.token_hash == digest)
-        ).scalar_one_or_none()
-    if operator_id is not None:
-        return Operator(id=str(operator_id))
-    raise Unauthenticated("invalid bearer token: ask an Owner for a new token")
+        operator = session.execute(
+            select(operator_tokens.c.id, operator_tokens.c.token_hash).where(
+                operator_tokens.c.token_hash == digest
+            )
+        ).one_or_none()
+    if operator is not None and _same_hash(operator.token_hash, digest):
+        return Operator(id=str(operator.id))
+    return None
+
+
+def authenticate(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> Caller:
+    """Resolve the request's bearer token to a member or an operator.
+
+    Raises:
+        Unauthenticated: the header is missing or malformed, or the token is unknown.
+    """
+    caller = find_caller(engine, hash_token(_bearer_token(request)))
+    if caller is None:
+        raise Unauthenticated("invalid bearer token: ask an Owner for a new token")
+    return caller
 
 
 def require_member(caller: Annotated[Caller, Depends(authenticate)]) -> Member:

@@ -33,7 +33,8 @@ def validate_key(value: str | None) -> str | None:
     """Return the Idempotency-Key header value, or None when the header is absent.
 
     Raises:
-        ValidationFailed: the key is empty or longer than 255 characters.
+        ValidationFailed: the key is empty, longer than 255 characters, or contains a
+            control character.
     """
     if value is None:
         return None
@@ -41,6 +42,9 @@ def validate_key(value: str | None) -> str | None:
         raise ValidationFailed(HEADER, "must not be empty; send a unique string per request")
     if len(value) > MAX_KEY_LENGTH:
         raise ValidationFailed(HEADER, f"longer than {MAX_KEY_LENGTH} characters")
+    # Postgres text cannot hold NUL, and no client needs control characters in a key.
+    if any(ord(character) < 0x20 or character == "\x7f" for character in value):
+        raise ValidationFailed(HEADER, "must not contain control characters")
     return value
 
 
@@ -54,7 +58,9 @@ def request_hash(path_values: dict[str, Any], body: dict[str, Any]) -> bytes:
     canonical = json.dumps(
         {**path_values, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    return hashlib.sha256(canonical.encode("utf-8")).digest()
+    # A JSON body can carry a lone surrogate (`"\ud800"`), which strict UTF-8 cannot encode.
+    # surrogatepass hashes it as its own bytes and leaves every valid text as before.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
 
 
 def find_key(

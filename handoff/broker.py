@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 import dramatiq
+from dramatiq.broker import Consumer
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 
 # Every delivery message goes to this one queue.
 DELIVERY_QUEUE = "handoff"
 DELIVER_ACTOR = "deliver"
+
+# The longest a worker's Redis consumer sleeps between polls of an empty queue. Dramatiq
+# backs off from 5 ms up to its worker timeout (1 s by default), so after a quiet second the
+# first new message waited up to a second for a poll. An idle poll costs one Lua call.
+MAX_IDLE_POLL_MS = 20
+
+
+class _RedisBroker(RedisBroker):
+    """Dramatiq's Redis broker with the idle backoff of its consumers capped."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        # Nothing here sends delayed messages (Postgres holds retry times), so the delay
+        # queue that Dramatiq consumes beside each queue keeps the default backoff: polling
+        # it often would only cost CPU.
+        if queue_name != dq_name(queue_name):
+            timeout = min(timeout, MAX_IDLE_POLL_MS)
+        return super().consume(queue_name, prefetch, timeout)
 
 
 def make_broker(url: str, time_limit_s: float = 120.0) -> dramatiq.Broker:
@@ -29,11 +53,11 @@ def make_broker(url: str, time_limit_s: float = 120.0) -> dramatiq.Broker:
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        broker = RabbitmqBroker(url=url, middleware=middleware)
+        # Publisher confirms: enqueue returns only once RabbitMQ has the message, so the
+        # relay never marks a row published that the broker did not take.
+        broker = RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
     else:
-        from dramatiq.brokers.redis import RedisBroker
-
-        broker = RedisBroker(url=url, middleware=middleware)  # type: ignore[no-untyped-call]
+        broker = _RedisBroker(url=url, middleware=middleware)  # type: ignore[no-untyped-call]
     broker.declare_queue(DELIVERY_QUEUE)
     dramatiq.set_broker(broker)
     return broker
@@ -52,3 +76,59 @@ def delivery_message(delivery_id: str) -> dramatiq.Message[object]:
         kwargs={},
         options={},
     )
+
+
+def enqueue_batch(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[object]]) -> None:
+    """Publish `messages`, in one round trip to Redis.
+
+    Dramatiq has no batch enqueue, and its Redis broker sends one Lua script call per
+    message. This sends the same calls, with the same middleware hooks, through one
+    pipeline. RabbitMQ gets one transaction per batch (see handoff.rabbitmq_publish); other
+    brokers get one `enqueue` per message.
+
+    Raises:
+        redis.RedisError: Redis failed; some of the messages may be queued already, as
+            with one `enqueue` at a time.
+    """
+    if not messages:
+        return
+    if isinstance(broker, RabbitmqBroker):
+        from handoff.rabbitmq_publish import enqueue_batch_rabbitmq
+
+        enqueue_batch_rabbitmq(broker, messages)
+        return
+    if not isinstance(broker, RedisBroker):
+        for message in messages:
+            broker.enqueue(message)
+        return
+
+    # NOTE: this mirrors RedisBroker.enqueue and RedisBroker._dispatch of Dramatiq 2.2 (the
+    # argument order of dispatch.lua). The pipeline tests fail if a Dramatiq upgrade
+    # changes them, because no message would reach the worker.
+    dispatch = broker.scripts["dispatch"]
+    queued: list[dramatiq.Message[object]] = []
+    with broker.client.pipeline(transaction=False) as pipeline:
+        for message in messages:
+            # A Redis message id of its own, as RedisBroker.enqueue gives every message.
+            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            broker.emit_before("enqueue", message, None)
+            dispatch(
+                keys=[broker.namespace],
+                args=[
+                    "enqueue",
+                    current_millis(),
+                    message.queue_name,
+                    broker.broker_id,
+                    broker.heartbeat_timeout,
+                    broker.dead_message_ttl,
+                    broker._should_do_maintenance("enqueue"),
+                    broker._max_unpack_size(),  # type: ignore[no-untyped-call]
+                    message.options["redis_message_id"],
+                    message.encode(),
+                ],
+                client=pipeline,
+            )
+            queued.append(message)
+        pipeline.execute()
+    for message in queued:
+        broker.emit_after("enqueue", message, None)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from handoff import __version__
-from handoff.commands import CommandError, admin, deliveries, local, processes
+from handoff.commands import CommandError, admin, deliveries, local, ops, processes, secrets
 from handoff.settings import SettingError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(commands)
     admin.register(commands)
     deliveries.register(commands)
+    ops.register(commands)
+    secrets.register(commands)
     return parser
 
 

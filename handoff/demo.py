@@ -247,8 +247,7 @@ def _drive(
 
     report.line("")
     report.line(f"API:  {base_url}/api/v1  (OpenAPI document: {base_url}/openapi.json)")
-    # NOTE: the admin UI is assumed to be served at the site root; change this line if it
-    # is mounted elsewhere.
+    # The site root redirects to the UI's sign-in page, or to the landing page once signed in.
     report.line(f"UI:   {base_url}/  (sign in with a token below)")
     report.line("sign-in tokens, new on every run:")
     for member, token in tokens.items():

@@ -26,7 +26,8 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        # Plain tracebacks: rich's show the local variables, which can hold a signing secret.
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

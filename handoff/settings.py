@@ -15,6 +15,11 @@ DEFAULT_RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.
 DEFAULT_RETRY_JITTER = 0.2
 DEFAULT_SWEEP_INTERVAL_S = 10.0
 DEFAULT_SWEEP_GRACE_S = 20.0
+DEFAULT_RETENTION_DAYS = 30
+DEFAULT_AUTO_DISABLE_DAYS = 5
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_WORKER_METRICS_PORT = 9191
+DEFAULT_RELAY_METRICS_PORT = 9192
 MIN_SECRET_KEY_LENGTH = 32
 
 _TRUE_WORDS = {"true", "1", "yes"}
@@ -49,6 +54,15 @@ class Settings:
     log_format: str = "json"
     resolver_hosts_path: Path | None = None
     data_dir: Path = Path(".handoff-demo")
+    # Older values of HANDOFF_SECRET_KEY: they decrypt stored secrets, never encrypt.
+    secret_key_previous: tuple[str, ...] = field(default=(), repr=False)
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    # 0 turns auto-disable off.
+    auto_disable_days: int = DEFAULT_AUTO_DISABLE_DAYS
+    metrics_host: str = DEFAULT_METRICS_HOST
+    # 0 turns that process's metrics server off.
+    worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
+    relay_metrics_port: int = DEFAULT_RELAY_METRICS_PORT
 
     def __repr__(self) -> str:
         # The URLs can carry passwords and the key encrypts every signing secret.
@@ -142,6 +156,36 @@ def _schedule(env: Mapping[str, str], name: str) -> tuple[float, ...]:
     return tuple(delays)
 
 
+def _integer(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int, hint: str
+) -> int:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not (low <= number <= high):
+        raise SettingError(name, f"invalid value {value!r}; set {hint}")
+    return number
+
+
+def _previous_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    value = _text(env, name)
+    if value is None:
+        return ()
+    keys = tuple(part.strip() for part in value.split(","))
+    for position, key in enumerate(keys, start=1):
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise SettingError(
+                name,
+                f"key {position} is too short ({len(key)} characters); set comma-separated "
+                f"older values of HANDOFF_SECRET_KEY, each of at least {MIN_SECRET_KEY_LENGTH}",
+            )
+    return keys
+
+
 def _database_url(env: Mapping[str, str], name: str) -> str | None:
     value = _text(env, name)
     if value is None:
@@ -218,6 +262,40 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         resolver_hosts_path=resolver_hosts_path,
         data_dir=Path(_text(env, "HANDOFF_DATA_DIR") or ".handoff-demo"),
+        secret_key_previous=_previous_keys(env, "HANDOFF_SECRET_KEY_PREVIOUS"),
+        retention_days=_integer(
+            env,
+            "HANDOFF_RETENTION_DAYS",
+            DEFAULT_RETENTION_DAYS,
+            1,
+            3650,
+            "a whole number of days from 1 to 3650",
+        ),
+        auto_disable_days=_integer(
+            env,
+            "HANDOFF_AUTO_DISABLE_DAYS",
+            DEFAULT_AUTO_DISABLE_DAYS,
+            0,
+            365,
+            "a whole number of days from 0 to 365 (0 turns auto-disable off)",
+        ),
+        metrics_host=_text(env, "HANDOFF_METRICS_HOST") or DEFAULT_METRICS_HOST,
+        worker_metrics_port=_integer(
+            env,
+            "HANDOFF_WORKER_METRICS_PORT",
+            DEFAULT_WORKER_METRICS_PORT,
+            0,
+            65535,
+            "a TCP port from 1 to 65535, or 0 for no metrics server",
+        ),
+        relay_metrics_port=_integer(
+            env,
+            "HANDOFF_RELAY_METRICS_PORT",
+            DEFAULT_RELAY_METRICS_PORT,
+            0,
+            65535,
+            "a TCP port from 1 to 65535, or 0 for no metrics server",
+        ),
     )
 
 

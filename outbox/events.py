@@ -76,9 +76,11 @@ def _parse_moment(field: str, value: object) -> datetime:
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # Converting to UTC overflows for offsets at the ends of the calendar, such as
+        # 9999-12-31T23:59:59-01:00.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise InvalidHandoff(field, f"invalid date {text[:40]!r}; use ISO 8601") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_range(value: object, now: datetime) -> DateRange:
@@ -100,7 +102,10 @@ def parse_range(value: object, now: datetime) -> DateRange:
     if raw_start is not None:
         start = _parse_moment("range.from", raw_start)
     else:
-        start = end - timedelta(days=PRESET_DAYS[str(preset)])
+        try:
+            start = end - timedelta(days=PRESET_DAYS[str(preset)])
+        except OverflowError:
+            raise InvalidHandoff("range.to", "too early for the preset's days before it") from None
     if start > end:
         raise InvalidHandoff("range", "from must not be after to")
     return DateRange(start=start, end=end, preset=preset)
@@ -126,7 +131,12 @@ def _serialize(body: dict[str, Any]) -> bytes:
 
 
 def _fit_budget(body: dict[str, Any]) -> bytes:
-    """Serialize `body`, dropping evidence and then halving long text until it fits 64 KiB."""
+    """Serialize `body`, dropping evidence and then halving long text until it fits 64 KiB.
+
+    Raises:
+        InvalidHandoff: the body is still too large with every text cut to one character,
+            because its ids are that long (only a themes file can load such ids).
+    """
     encoded = _serialize(body)
     while len(encoded) > MAX_BODY_BYTES and body["evidence"]:
         body["evidence"].pop()
@@ -140,6 +150,12 @@ def _fit_budget(body: dict[str, Any]) -> bytes:
             (body["workspace"], "companyName"),
         ]
         holder, name = max(holders, key=lambda pair: len(pair[0][pair[1]]))
+        if len(holder[name]) <= 1:
+            raise InvalidHandoff(
+                "event",
+                f"the theme, assistant and workspace ids make it larger than {MAX_BODY_BYTES} "
+                "bytes; shorten them",
+            )
         holder[name] = cut_text(holder[name], max(1, len(holder[name]) // 2))
         encoded = _serialize(body)
     return encoded

@@ -7,11 +7,12 @@ import time
 
 import dramatiq
 import psycopg
+import redis
 import structlog
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from handoff.broker import delivery_message
+from handoff.broker import delivery_message, enqueue_batch
 from handoff.db import libpq_url
 from handoff.settings import Settings
 from outbox.sweeper import Sweeper
@@ -76,6 +77,9 @@ class Relay:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self._engine = engine
+        # A single read-only statement needs no transaction; without one psycopg sends no
+        # BEGIN and no ROLLBACK around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._broker = broker
         self._settings = settings
         self._batch_size = batch_size
@@ -92,15 +96,18 @@ class Relay:
             delivery_ids = (
                 connection.execute(_CLAIM, {"batch_size": self._batch_size}).scalars().all()
             )
-            for delivery_id in delivery_ids:
-                self._broker.enqueue(delivery_message(str(delivery_id)))
+            # One round trip to the broker for the whole batch: the rows stay locked until
+            # COMMIT, and every worker that got one of these messages waits for that lock.
+            enqueue_batch(
+                self._broker, [delivery_message(str(delivery_id)) for delivery_id in delivery_ids]
+            )
         if delivery_ids:
             log.info("outbox_published", count=len(delivery_ids))
         return len(delivery_ids)
 
     def seconds_until_next_row(self) -> float | None:
         """Return how long until the earliest unpublished row is due, or None when none waits."""
-        with self._engine.connect() as connection:
+        with self._autocommit.connect() as connection:
             seconds = connection.execute(_NEXT_AVAILABLE).scalar()
         return None if seconds is None else max(0.0, float(seconds))
 
@@ -134,7 +141,13 @@ class Relay:
                     wait_s = min(wait_s, due_in)
                 listener.wait(wait_s)
                 backoff_s = 0.5
-            except (SQLAlchemyError, psycopg.Error, dramatiq.errors.ConnectionError) as error:
+            except (
+                SQLAlchemyError,
+                psycopg.Error,
+                dramatiq.errors.ConnectionError,
+                # The Redis broker's enqueue raises redis-py's own errors, not Dramatiq's.
+                redis.RedisError,
+            ) as error:
                 # Expected during a restart of Postgres or the broker: nothing is lost, because
                 # unpublished rows stay in the outbox until a publish commits.
                 log.warning("relay_backing_off", error=type(error).__name__, delay_s=backoff_s)

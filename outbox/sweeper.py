@@ -8,16 +8,21 @@ outbox: a recovered delivery gets one more outbox row with trigger `recovered`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import Engine, text
 
 from handoff.settings import Settings
+from outbox.auto_disable import disable_failing_integrations
+from outbox.metrics import SWEEPER_RECOVERED_TOTAL
 
 log = structlog.get_logger(__name__)
 
 SWEEP_LIMIT = 1000
+# Auto-disable looks at failure streaks of days, so once an hour is often enough.
+AUTO_DISABLE_INTERVAL_S = 3600.0
 INTERRUPTED_MESSAGE = "attempt interrupted: no outcome was recorded before its lease expired"
 
 # An attempt whose lease expired without an outcome: the worker died or lost Postgres
@@ -108,9 +113,14 @@ class Sweeper:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
+        self._next_auto_disable = time.monotonic()
 
     def sweep(self) -> SweepResult:
-        """Run one sweep in one transaction; safe to run from several relays at once."""
+        """Run one sweep in one transaction; safe to run from several relays at once.
+
+        Once an hour (and on the first sweep) it also disables the integrations whose
+        deliveries have all failed for `HANDOFF_AUTO_DISABLE_DAYS` days.
+        """
         with self._engine.begin() as connection:
             leases = connection.execute(
                 _EXPIRED_LEASES, {"limit": SWEEP_LIMIT, "message": INTERRUPTED_MESSAGE}
@@ -127,4 +137,10 @@ class Sweeper:
                 interrupted=result.interrupted,
                 republished=result.republished,
             )
+            SWEEPER_RECOVERED_TOTAL.labels(kind="interrupted").inc(result.interrupted)
+            SWEEPER_RECOVERED_TOTAL.labels(kind="republished").inc(result.republished)
+
+        if time.monotonic() >= self._next_auto_disable:
+            self._next_auto_disable = time.monotonic() + AUTO_DISABLE_INTERVAL_S
+            disable_failing_integrations(self._engine, self._settings.auto_disable_days)
         return result

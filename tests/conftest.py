@@ -1,7 +1,11 @@
-"""Shared fixtures: real Postgres databases cloned from a migrated template, and a real Redis.
+"""Shared fixtures: real Postgres databases cloned from a migrated template, a real Redis and
+RabbitMQ.
 
 `TEST_DATABASE_URL` and `TEST_BROKER_URL` name the servers; without them the embedded
-servers of the `embedded` extra start once per test run.
+servers of the `embedded` extra start once per test run. `TEST_RABBITMQ_URL` names a RabbitMQ
+(give it a virtual host of its own, such as amqp://guest:guest@127.0.0.1:5672/handoff_ci,
+because the tests purge the delivery queues); tests that take `broker_url` run once per
+broker, and the RabbitMQ run skips without it (fails when CI=true).
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def broker_url(redis_url: str) -> Iterator[str]:
+def redis_broker_url(redis_url: str) -> Iterator[str]:
     """The Redis URL, with the delivery queue emptied before and after the test."""
     import redis
 
@@ -111,12 +115,67 @@ def broker_url(redis_url: str) -> Iterator[str]:
     client.close()
 
 
+RABBITMQ_QUEUES = ("handoff", "handoff.DQ", "handoff.XQ")
+
+
+def _purge_rabbitmq(url: str) -> None:
+    import pika
+
+    parameters = pika.URLParameters(url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = 5
+    connection = pika.BlockingConnection(parameters)
+    try:
+        for name in RABBITMQ_QUEUES:
+            # One channel per queue: RabbitMQ closes the channel that purges a missing queue.
+            channel = connection.channel()
+            try:
+                channel.queue_purge(name)
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != 404:
+                    raise
+    finally:
+        connection.close()
+
+
 @pytest.fixture
-def settings(database_url: str, broker_url: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings for one test: its own database, short delays, private targets allowed."""
+def rabbitmq_broker_url() -> Iterator[str]:
+    """The RabbitMQ URL, with the delivery queues purged before and after the test."""
+    import pika
+
+    url = os.environ.get("TEST_RABBITMQ_URL")
+    if not url:
+        require_service("RabbitMQ (set TEST_RABBITMQ_URL)")
+        return
+    try:
+        _purge_rabbitmq(url)
+    except pika.exceptions.AMQPError as error:
+        require_service(f"RabbitMQ at TEST_RABBITMQ_URL ({type(error).__name__})")
+    yield url
+    _purge_rabbitmq(url)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """A broker URL with empty delivery queues: the test runs once on Redis, once on RabbitMQ."""
+    name = "redis_broker_url" if request.param == "redis" else "rabbitmq_broker_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def settings(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Settings for one test: its own database, short delays, private targets allowed.
+
+    The broker is the test's `broker_url` when it takes one (so both run on the same
+    broker), else Redis.
+    """
+    broker_fixture = "broker_url" if "broker_url" in request.fixturenames else "redis_broker_url"
     value = Settings(
         database_url=database_url,
-        broker_url=broker_url,
+        broker_url=str(request.getfixturevalue(broker_fixture)),
         secret_key=TEST_SECRET_KEY,
         allow_private_targets=True,
         delivery_timeout_s=2.0,

@@ -27,11 +27,14 @@ except SettingError as error:
 use_settings(settings)
 configure_logging(settings.log_format)
 broker = make_broker(str(settings.broker_url), time_limit_s=settings.lease_s + 30)
-# Connections open on demand; the pool grows to the thread count Dramatiq was given.
-engine = make_engine(str(settings.database_url), pool_size=4, max_overflow=60)
+# Connections open on demand, so the pool holds one per thread that ever needed one, up to
+# 64. Keep the limit in pool_size, not max_overflow: QueuePool closes an overflow connection
+# as soon as it is returned, so with a small pool every thread past it opened a new Postgres
+# connection (a new backend process) for each statement.
+engine = make_engine(str(settings.database_url), pool_size=64, max_overflow=0)
 client = make_http_client(
     resolver=resolver_from_settings(settings), allow_private=settings.allow_private_targets
 )
 deliver = declare_deliver_actor(
-    broker, DeliveryWorker(engine, settings, client, SecretBox(str(settings.secret_key)))
+    broker, DeliveryWorker(engine, settings, client, SecretBox.from_settings(settings))
 )

@@ -83,6 +83,9 @@ def list_history(
     end = _parse_moment("to", created_to, end_of_day=True) if created_to else None
     if start is not None and end is not None and start > end:
         raise ValidationFailed("from", "must not be after to")
+    # Postgres text cannot hold NUL, so the query would fail instead of matching nothing.
+    if theme_id is not None and "\x00" in theme_id:
+        raise ValidationFailed("themeId", "must not contain NUL characters")
     with Session(engine) as session:
         return list_deliveries(
             session,

@@ -43,6 +43,9 @@ router = APIRouter(tags=["insights"])
 
 
 def _theme_exists(engine: Engine, workspace_id: str, theme_id: str) -> bool:
+    # Postgres text cannot hold NUL, so no theme has such an id, and the query would fail.
+    if "\x00" in theme_id:
+        return False
     with Session(engine) as session:
         found = session.execute(
             select(themes.c.id).where(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Response
 from pydantic import ValidationError
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Engine, Row, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.auth import CurrentAdmin, CurrentEngine, CurrentSettings
@@ -31,7 +31,7 @@ from api.schemas import (
 )
 from api.test_send import describe_attempt, pending_result, wait_for_attempt
 from handoff.db import libpq_url
-from handoff.redaction import redact_url
+from handoff.redaction import mask_url, redact_url
 from handoff.secret_box import SecretBox
 from handoff.settings import Settings
 from outbox.cancellation import cancel_open_deliveries
@@ -103,7 +103,8 @@ def _as_json(row: Row[Any], box: SecretBox, revealed_secret: str | None = None) 
         shown = mask_secret(secret)
     return {
         "provider": row.provider,
-        "url": row.url,
+        # The path of a hook URL is a credential, so only its masked form leaves the server.
+        "url": mask_url(row.url),
         "enabled": row.enabled,
         "signingSecret": shown,
         "hasSecret": secret is not None,
@@ -115,9 +116,22 @@ def _as_json(row: Row[Any], box: SecretBox, revealed_secret: str | None = None) 
 
 
 def _secret_box(settings: Settings) -> SecretBox:
-    key = settings.require("secret_key").secret_key
-    assert key is not None  # require() raised otherwise
-    return SecretBox(key)
+    return SecretBox.from_settings(settings)
+
+
+def _unmasked_url(url: str, workspace_id: str, engine: Engine) -> str:
+    """Return the saved URL when `url` is its masked form as GET returned it, else `url`.
+
+    So a client that sends back what it read (the admin UI's toggle, for one) keeps the
+    saved URL instead of saving the mask.
+    """
+    with Session(engine) as session:
+        saved = session.execute(
+            select(integrations.c.url).where(integrations.c.workspace_id == workspace_id)
+        ).scalar_one_or_none()
+    if saved is not None and url == mask_url(saved):
+        return str(saved)
+    return url
 
 
 def _check_url(url: str, settings: Settings) -> None:
@@ -175,6 +189,7 @@ def save_integration(
     url = request.url.strip()
     if not url:
         raise ValidationFailed("url", "must not be empty")
+    url = _unmasked_url(url, member.workspace_id, engine)
     _check_url(url, settings)
 
     box = _secret_box(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -48,9 +48,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.set_defaults(handler=show_command)
 
     again = actions.add_parser(
-        "redeliver", help="queue one more attempt now, same deliveryId and body"
+        "redeliver",
+        help="queue one more attempt now, same deliveryId and body: of one delivery, or of "
+        "every delivery that failed since a time (--failed-since)",
     )
-    again.add_argument("delivery_id", metavar="DELIVERY_ID")
+    again.add_argument("delivery_id", metavar="DELIVERY_ID", nargs="?")
+    again.add_argument(
+        "--failed-since",
+        metavar="TIME",
+        type=parse_since,
+        help="redeliver every delivery that failed at or after TIME: ISO 8601 (2026-02-15 or "
+        "2026-02-15T12:00:00Z) or an age such as 30m, 12h or 3d",
+    )
+    again.add_argument("--workspace", help="with --failed-since, only this workspace's deliveries")
     again.set_defaults(handler=redeliver_command)
 
 
@@ -162,7 +172,13 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def redeliver_command(args: argparse.Namespace) -> int:
-    """Queue one manual attempt of a delivery, whatever its workspace."""
+    """Queue one manual attempt of a delivery, whatever its workspace, or of many failed ones."""
+    if (args.delivery_id is None) == (args.failed_since is None):
+        raise CommandError("give either DELIVERY_ID or --failed-since TIME")
+    if args.failed_since is not None:
+        return redeliver_failed_command(args)
+    if args.workspace is not None:
+        raise CommandError("--workspace goes with --failed-since only")
     settings = start_command("database_url")
     with database(settings) as engine, Session(engine) as session, session.begin():
         workspace_id, delivery_id = _find_workspace(session, args.delivery_id)
@@ -176,3 +192,44 @@ def redeliver_command(args: argparse.Namespace) -> int:
 
 def _text(value: object) -> str:
     return "" if value is None else str(value)
+
+
+_AGE_UNITS_S = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str) -> datetime:
+    """Parse `--failed-since`: an ISO 8601 date or date-time (UTC when no offset) or an age."""
+    text = value.strip()
+    unit = _AGE_UNITS_S.get(text[-1:].lower())
+    if unit is not None and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * unit)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text[:40]!r}; use ISO 8601 such as 2026-02-15T12:00:00Z, "
+            "or an age such as 30m, 12h or 3d"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def redeliver_failed_command(args: argparse.Namespace) -> int:
+    """Queue one manual attempt of every delivery that failed since `--failed-since`."""
+    from outbox.bulk_redeliver import redeliver_failed_since
+
+    settings = start_command("database_url")
+    with database(settings) as engine:
+        result = redeliver_failed_since(engine, args.failed_since, workspace_id=args.workspace)
+    print(
+        f"redelivered {result.redelivered} failed deliveries since {args.failed_since.isoformat()}"
+    )
+    skipped = result.skipped_not_configured + result.skipped_disabled
+    if skipped:
+        print(
+            f"skipped {skipped} in {len(result.skipped_workspaces)} workspaces whose integration "
+            f"is removed ({result.skipped_not_configured}) or disabled "
+            f"({result.skipped_disabled}): {', '.join(sorted(result.skipped_workspaces))}"
+        )
+    if result.skipped_changed:
+        print(f"skipped {result.skipped_changed} no longer failed when their turn came")
+    return 0

@@ -122,22 +122,44 @@ def api_command(args: argparse.Namespace) -> int:
 
 
 def relay_command(args: argparse.Namespace) -> int:
-    """Run the relay in this process until SIGINT or SIGTERM."""
+    """Run the relay, its metrics server and hourly retention until SIGINT or SIGTERM."""
+    from handoff.db import make_engine
+    from handoff.metrics_server import start_metrics_server
     from outbox.relay import run_relay
+    from outbox.retention import run_retention
 
     settings = start_command("database_url", "broker_url")
     stop = threading.Event()
     stop_on_signals(stop)
-    run_relay(settings, stop)
+    start_metrics_server(settings.metrics_host, settings.relay_metrics_port, "relay")
+
+    retention_engine = make_engine(str(settings.database_url), pool_size=1, max_overflow=0)
+    retention = threading.Thread(
+        target=run_retention,
+        args=(retention_engine, settings.retention_days, stop),
+        name="retention",
+        daemon=True,
+    )
+    retention.start()
+    try:
+        run_relay(settings, stop)
+    finally:
+        stop.set()
+        retention.join(timeout=5)
+        retention_engine.dispose()
     return 0
 
 
 def worker_argv(processes: int, threads: int) -> list[str]:
-    """Return the Dramatiq command line that `handoff worker` replaces itself with."""
+    """Return the command line that `handoff worker` replaces itself with.
+
+    `worker.dramatiq_main` runs Dramatiq's own worker command after setting up the
+    service's JSON logging and the workers' metrics; it takes Dramatiq's arguments.
+    """
     return [
         sys.executable,
         "-m",
-        "dramatiq",
+        "worker.dramatiq_main",
         "worker.boot",
         "--processes",
         str(processes),
@@ -149,7 +171,11 @@ def worker_argv(processes: int, threads: int) -> list[str]:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    """Replace this process with Dramatiq's worker, after checking the settings."""
+    """Replace this process with Dramatiq's worker, after checking the settings.
+
+    The new interpreter matters for the metrics: prometheus-client must first be imported
+    after `PROMETHEUS_MULTIPROC_DIR` is set, and this process has imported it already.
+    """
     start_command("database_url", "broker_url", "secret_key")
     sys.stdout.flush()
     sys.stderr.flush()

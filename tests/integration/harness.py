@@ -34,7 +34,7 @@ class Pipeline:
             resolver=resolver_from_settings(settings), allow_private=settings.allow_private_targets
         )
         self.delivery_worker = DeliveryWorker(
-            engine, settings, self.client, SecretBox(str(settings.secret_key)), random.Random(7)
+            engine, settings, self.client, SecretBox.from_settings(settings), random.Random(7)
         )
         declare_deliver_actor(self.broker, self.delivery_worker)
         self.relay = Relay(engine, self.broker, settings)

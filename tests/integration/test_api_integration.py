@@ -144,7 +144,7 @@ def test_get_answers_configuration(client: TestClient, seeded: Seeded) -> None:
         "updatedAt",
         "warnings",
     } == set(body)
-    assert HOOK_URL == body["url"]
+    assert "http://127.0.0.1:9/…" == body["url"]
     assert body["enabled"] is True
     assert body["signingSecret"] is None
     assert body["hasSecret"] is False
@@ -198,7 +198,7 @@ def test_put_creates_integration(
     )
 
     assert 200 == response.status_code
-    assert receiver.url == response.json()["url"]
+    assert receiver.url.replace("/hook", "/…") == response.json()["url"]
     assert response.json()["enabled"] is True
     assert 200 == client.get(PATH, headers=bearer(bare.owner_token)).status_code
     assert [] == receiver.requests

@@ -123,10 +123,11 @@ def test_flushed_redis_loses_nothing(
 
 
 def test_three_relays_publish_each_row_once(
-    engine: Engine, settings: Settings, broker_url: str
+    engine: Engine, settings: Settings, redis_broker_url: str
 ) -> None:
+    # Redis only: the published messages are read back from Dramatiq's Redis keys.
     seeded = seed_workspace(engine, url="http://127.0.0.1:9/hook")
-    broker = make_broker(broker_url)
+    broker = make_broker(redis_broker_url)
     stop = threading.Event()
     # No worker runs here, so the sweeper would rightly re-publish everything after its
     # grace period; a long grace keeps this test about the relays alone.
@@ -153,7 +154,7 @@ def test_three_relays_publish_each_row_once(
         for thread in threads:
             thread.join(timeout=10)
 
-    client = redis.Redis.from_url(broker_url)
+    client = redis.Redis.from_url(redis_broker_url)
     import dramatiq
 
     published = [

@@ -1,0 +1,1 @@
+"""Benchmark of commit-to-delivery throughput and latency, run by `make bench`."""

@@ -1,0 +1,1 @@
+"""Fault-injection suite: real processes under load, faults injected, nothing lost or leaked."""
