@@ -26,9 +26,9 @@ class _RedisBroker(RedisBroker):
     """Dramatiq's Redis broker with the idle backoff of its consumers capped."""
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        # Nothing here sends delayed messages (Postgres holds retry times), so the delay
-        # queue that Dramatiq consumes beside each queue keeps the default backoff: polling
-        # it often would only cost CPU.
+        # Nothing here sends delayed messages, because Postgres stores retry times. So the
+        # delay queue that Dramatiq consumes beside each queue keeps the default backoff,
+        # where polling it often would only cost CPU.
         if queue_name != dq_name(queue_name):
             timeout = min(timeout, MAX_IDLE_POLL_MS)
         return super().consume(queue_name, prefetch, timeout)

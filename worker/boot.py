@@ -27,7 +27,7 @@ except SettingError as error:
 use_settings(settings)
 configure_logging(settings.log_format)
 broker = make_broker(str(settings.broker_url), time_limit_s=settings.lease_s + 30)
-# Connections open on demand, so the pool holds one per thread that ever needed one, up to
+# Connections open on demand, so the pool keeps one per thread that ever needed one, up to
 # 64. Keep the limit in pool_size, not max_overflow: QueuePool closes an overflow connection
 # as soon as it is returned, so with a small pool every thread past it opened a new Postgres
 # connection (a new backend process) for each statement.

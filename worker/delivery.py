@@ -32,10 +32,10 @@ log = structlog.get_logger(__name__)
 #
 # The relay publishes before it commits, so a message often arrives while the row is still
 # `pending` or `retrying` and locked by the relay. `locked` waits for that lock and returns
-# the row as committed then; the status test is on `locked`, not on `d`. Do not move it back
-# to `d.status = 'queued'`: an UPDATE tests its WHERE against the row as of its snapshot, so
-# it skips a row that is not `queued` there without waiting for the lock, and the delivery
-# then waits for the sweeper's grace period (20 s by default) instead of being sent.
+# the row as committed then, and the status test is on `locked`, not on `d`. Do not move it
+# back to `d.status = 'queued'`. An UPDATE tests its WHERE against the row as of its
+# snapshot, so it skips a row that is not `queued` there without waiting for the lock. The
+# delivery then waits for the sweeper's grace period (20 s by default) instead of being sent.
 _CLAIM = text(
     """
     WITH locked AS (
