@@ -108,15 +108,23 @@ def seed_workspace(
 
 
 def enqueue_handoffs(
-    engine: Engine, seeded: Seeded, settings: Settings | None = None, count: int = 1
+    engine: Engine,
+    seeded: Seeded,
+    settings: Settings | None = None,
+    count: int = 1,
+    *,
+    actor_id: str | None = None,
 ) -> list[str]:
-    """Commit `count` handoffs of the seeded member in one transaction; return their ids."""
+    """Commit `count` handoffs in one transaction; return their ids.
+
+    The seeded member sends them unless `actor_id` names another member.
+    """
     with Session(engine) as session, session.begin():
         return [
             enqueue_handoff(
                 session,
                 workspace_id=seeded.workspace_id,
-                actor_id=seeded.member_id,
+                actor_id=actor_id or seeded.member_id,
                 theme_id=seeded.theme_id,
                 assistant_id=seeded.assistant_id,
                 range={"preset": "30d"},

@@ -21,14 +21,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
 from sqlalchemy import Engine, insert
-from sqlalchemy.orm import Session
 
 from api import routes
 from api.app import create_app
 from handoff.settings import Settings
-from outbox import enqueue_handoff
 from schema.tables import themes
-from tests.seed import Seeded, seed_workspace
+from tests.seed import Seeded, enqueue_handoffs, seed_workspace
 
 MIN_CASES = 1000
 EXAMPLES_PER_OPERATION_AND_MODE = 120
@@ -163,16 +161,7 @@ def test_fuzz_every_operation(
     app = create_app(fuzz_settings, engine)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     headers = {"Authorization": f"Bearer {seeded.owner_token}"}
-    with Session(engine) as session, session.begin():
-        delivery_id = enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.owner_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "7d"},
-            settings=fuzz_settings,
-        )
+    [delivery_id] = enqueue_handoffs(engine, seeded, fuzz_settings, actor_id=seeded.owner_id)
 
     known_ids = {"themeId": seeded.theme_id, "deliveryId": delivery_id}
 

@@ -16,17 +16,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.routes import integration as integration_routes
 from handoff.secret_box import SecretBox
 from handoff.settings import Settings
-from outbox import enqueue_handoff
 from schema.tables import deliveries, delivery_attempts, integrations
 from tests.integration.harness import Pipeline
 from tests.receivers import Receiver
-from tests.seed import Seeded, seed_workspace
+from tests.seed import Seeded, enqueue_handoffs, seed_workspace
 from worker.delivery import DeliveryWorker
 from worker.egress import check_destination
 from worker.errors import CREDENTIALS_MESSAGE, NOT_ALLOWED_MESSAGE, DestinationUnresolvable
@@ -115,16 +113,7 @@ def deliver_once(
     engine: Engine, settings: Settings, resolver: Any, seeded: Seeded
 ) -> tuple[str, dict[str, Any]]:
     """Enqueue a handoff, mark it published as the relay would, and run one attempt."""
-    with Session(engine) as session, session.begin():
-        delivery_id = enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.owner_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "7d"},
-            settings=settings,
-        )
+    [delivery_id] = enqueue_handoffs(engine, seeded, settings, actor_id=seeded.owner_id)
     with engine.begin() as connection:
         connection.execute(
             update(deliveries).where(deliveries.c.id == delivery_id).values(status="queued")
@@ -343,16 +332,7 @@ def test_checked_name_kept_for_host_header(
                 url=f"http://receiver.example:{port}/hook",
             )
         )
-    with Session(engine) as session, session.begin():
-        delivery_id = enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.owner_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "7d"},
-            settings=settings,
-        )
+    [delivery_id] = enqueue_handoffs(engine, seeded, settings, actor_id=seeded.owner_id)
     with engine.begin() as connection:
         connection.execute(
             update(deliveries).where(deliveries.c.id == delivery_id).values(status="queued")

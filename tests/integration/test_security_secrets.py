@@ -17,17 +17,15 @@ import pytest
 import standardwebhooks
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import Session
 
 from api.app import create_app
 from handoff.secret_box import SecretBox
 from handoff.settings import Settings
-from outbox import enqueue_handoff
 from schema.tables import deliveries, integrations
 from tests.conftest import TEST_SECRET_KEY
 from tests.integration.harness import Pipeline
 from tests.receivers import ReceivedRequest, Receiver
-from tests.seed import Seeded, seed_workspace
+from tests.seed import Seeded, enqueue_handoffs, seed_workspace
 from worker.delivery import DeliveryWorker
 from worker.resolver import HostsFileResolver
 from worker.signing import generate_secret
@@ -209,16 +207,7 @@ def test_previous_key_reads_secret_in_api_and_worker(
     rotated_settings = dataclasses.replace(settings, secret_key_previous=(OLD_KEY,))
     with engine.begin() as connection:
         connection.execute(update(integrations).values(url=receiver.url))
-    with Session(engine) as session, session.begin():
-        delivery_id = enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.owner_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "7d"},
-            settings=rotated_settings,
-        )
+    [delivery_id] = enqueue_handoffs(engine, seeded, rotated_settings, actor_id=seeded.owner_id)
     with engine.begin() as connection:
         connection.execute(
             update(deliveries).where(deliveries.c.id == delivery_id).values(status="queued")
@@ -300,16 +289,7 @@ def test_worker_process_reads_secret_under_previous_key(
     seeded, current, _ = old_key_secrets
     with engine.begin() as connection:
         connection.execute(update(integrations).values(url=receiver.url))
-    with Session(engine) as session, session.begin():
-        delivery_id = enqueue_handoff(
-            session,
-            workspace_id=seeded.workspace_id,
-            actor_id=seeded.owner_id,
-            theme_id=seeded.theme_id,
-            assistant_id=seeded.assistant_id,
-            range={"preset": "7d"},
-            settings=settings,
-        )
+    [delivery_id] = enqueue_handoffs(engine, seeded, settings, actor_id=seeded.owner_id)
     with engine.begin() as connection:
         connection.execute(
             update(deliveries).where(deliveries.c.id == delivery_id).values(status="queued")
