@@ -30,7 +30,7 @@ REFERENCE_ACTOR = "bench_post"
 
 
 class Kind(Enum):
-    """What one producer transaction does."""
+    """Kind of work one producer transaction does."""
 
     ACTION = "action"  # the action alone
     HANDOFF = "handoff"  # the action and `enqueue_handoff`, one transaction

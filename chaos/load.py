@@ -49,7 +49,7 @@ class RollbackStream:
 
 @dataclass
 class LoadResult:
-    """What one load run did.
+    """Outcome of one load run.
 
     Attributes:
         accepted: delivery ids the API accepted with 202, with the response time (Unix seconds).

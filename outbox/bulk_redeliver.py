@@ -20,7 +20,7 @@ FAILED_REDELIVERED = "failed_deliveries_redelivered"
 
 @dataclass
 class BulkRedelivery:
-    """What a bulk redelivery did, delivery by delivery."""
+    """Result of a bulk redelivery, delivery by delivery."""
 
     redelivered: int = 0
     # Deliveries left alone because their workspace's integration is removed or disabled.

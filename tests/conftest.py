@@ -200,7 +200,7 @@ def require_service(name: str) -> None:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    """A scripted HTTP receiver on 127.0.0.1, answering 200 unless told otherwise."""
+    """A scripted HTTP receiver on 127.0.0.1, responding 200 unless the test scripts otherwise."""
     server = Receiver().start()
     yield server
     server.stop()

@@ -1,4 +1,4 @@
-"""A real HTTP receiver on 127.0.0.1 whose answers each test scripts, recording every request."""
+"""A real HTTP receiver on 127.0.0.1 whose responses each test scripts, recording every request."""
 
 from __future__ import annotations
 
