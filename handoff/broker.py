@@ -16,10 +16,14 @@ from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 DELIVERY_QUEUE = "handoff"
 DELIVER_ACTOR = "deliver"
 
+# The most delivery ids one message carries. A message's deliveries are POSTed side by side,
+# so this also bounds how many sender threads one message can keep busy.
+MAX_DELIVERIES_PER_MESSAGE = 20
+
 # The longest a worker's Redis consumer sleeps between polls of an empty queue. Dramatiq
 # backs off from 5 ms up to its worker timeout (1 s by default), so after a quiet second the
 # first new message waited up to a second for a poll. An idle poll costs one Lua call.
-MAX_IDLE_POLL_MS = 20
+MAX_IDLE_POLL_MS = 5
 
 
 class _RedisBroker(RedisBroker):
@@ -63,8 +67,8 @@ def make_broker(url: str, time_limit_s: float = 120.0) -> dramatiq.Broker:
     return broker
 
 
-def delivery_message(delivery_id: str) -> dramatiq.Message[object]:
-    """Build a fresh message for one delivery.
+def delivery_message(delivery_ids: Sequence[str]) -> dramatiq.Message[object]:
+    """Build a fresh message for the deliveries `delivery_ids`.
 
     Each call gets a new message id. Publishing one id twice is unsafe because Dramatiq's
     Redis broker keys a queued message's body by that id, so a second copy can vanish.
@@ -72,10 +76,29 @@ def delivery_message(delivery_id: str) -> dramatiq.Message[object]:
     return dramatiq.Message(
         queue_name=DELIVERY_QUEUE,
         actor_name=DELIVER_ACTOR,
-        args=(delivery_id,),
+        args=(list(delivery_ids),),
         kwargs={},
         options={},
     )
+
+
+def delivery_messages(delivery_ids: Sequence[str]) -> list[dramatiq.Message[object]]:
+    """Split `delivery_ids` into messages of at most `MAX_DELIVERIES_PER_MESSAGE`, evenly.
+
+    A worker claims and records the deliveries of one message with one statement each, so
+    fuller messages cost Postgres less per delivery; even sizes spread a burst over workers.
+    """
+    if not delivery_ids:
+        return []
+    count = -(-len(delivery_ids) // MAX_DELIVERIES_PER_MESSAGE)
+    size, extra = divmod(len(delivery_ids), count)
+    messages = []
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        messages.append(delivery_message(delivery_ids[start:end]))
+        start = end
+    return messages
 
 
 def enqueue_batch(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[object]]) -> None:

@@ -1,4 +1,4 @@
-"""The Dramatiq actor that runs one delivery attempt per message."""
+"""The Dramatiq actor that runs one delivery attempt for each delivery id of a message."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ def declare_deliver_actor(broker: dramatiq.Broker, worker: DeliveryWorker) -> dr
     Dramatiq must still never re-run an attempt by itself, because Postgres owns retries.
     """
 
-    def deliver(delivery_id: str) -> None:
-        worker.deliver(delivery_id)
+    def deliver(delivery_ids: list[str] | str) -> None:
+        # A message carries a list of ids; one bare id is still accepted, because that is
+        # what messages published before lists were introduced carry.
+        worker.deliver_many([delivery_ids] if isinstance(delivery_ids, str) else delivery_ids)
 
     return dramatiq.Actor(
         deliver,

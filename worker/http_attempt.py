@@ -135,7 +135,8 @@ def _read_excerpt(response: httpx.Response) -> str:
     # A cut can fall inside a multi-byte character; the incremental decoder leaves that
     # partial tail out instead of turning it into U+FFFD.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    return decoder.decode(data, final=not truncated)
+    # Postgres text cannot hold NUL, so a receiver's NUL byte would make the record fail.
+    return decoder.decode(data, final=not truncated).replace("\x00", "\ufffd")
 
 
 def send_attempt(

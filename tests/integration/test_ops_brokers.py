@@ -54,7 +54,7 @@ def test_each_publish_has_fresh_message_id(
     finally:
         broker.close()
 
-    assert [(delivery_id,), (delivery_id,)] == [message.args for message in messages]
+    assert [([delivery_id],), ([delivery_id],)] == [message.args for message in messages]
     assert 2 == len({message.message_id for message in messages})
 
 

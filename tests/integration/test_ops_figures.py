@@ -133,11 +133,13 @@ def test_broker_counts_ready_delayed_and_dead_messages(
     engine: Engine, settings: Settings, broker_url: str
 ) -> None:
     seeded = seed_workspace(engine, url=HOOK_URL)
-    enqueue_handoffs(engine, seeded, settings, count=3)
     broker = make_broker(broker_url)
     try:
-        assert 3 == Relay(engine, broker, settings).publish_due()
-        broker.enqueue(delivery_message("00000000-0000-0000-0000-000000000000"), delay=600_000)
+        # Three messages: the relay puts the handoffs it publishes together in one message.
+        for _ in range(3):
+            enqueue_handoffs(engine, seeded, settings)
+            assert 1 == Relay(engine, broker, settings).publish_due()
+        broker.enqueue(delivery_message(["00000000-0000-0000-0000-000000000000"]), delay=600_000)
         consumer = broker.consume(DELIVERY_QUEUE, prefetch=1, timeout=2000)
         message = next(message for message in consumer if message is not None)
         consumer.nack(message)

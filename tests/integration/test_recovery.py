@@ -158,7 +158,9 @@ def test_three_relays_publish_each_row_once(
     import dramatiq
 
     published = [
-        dramatiq.Message.decode(raw).args[0] for raw in client.hvals("dramatiq:handoff.msgs")
+        delivery_id
+        for raw in client.hvals("dramatiq:handoff.msgs")
+        for delivery_id in dramatiq.Message.decode(raw).args[0]
     ]
     client.close()
     broker.close()

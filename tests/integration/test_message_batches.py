@@ -1,0 +1,166 @@
+"""Messages that carry several deliveries: one claim, one record, and no wait on a slow receiver."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import Engine, event, select
+
+from handoff.broker import DELIVERY_QUEUE
+from handoff.secret_box import SecretBox
+from handoff.settings import Settings
+from outbox.relay import Relay
+from schema.tables import deliveries, delivery_attempts
+from tests.receivers import Hang, Receiver, Respond
+from tests.seed import enqueue_handoffs, seed_workspace
+from worker.delivery import DeliveryWorker
+from worker.resolver import resolver_from_settings
+from worker.transport import make_http_client
+
+
+@pytest.fixture
+def worker(engine: Engine, settings: Settings) -> Iterator[DeliveryWorker]:
+    client = make_http_client(resolver=resolver_from_settings(settings), allow_private=True)
+    delivery_worker = DeliveryWorker(engine, settings, client, SecretBox(str(settings.secret_key)))
+    yield delivery_worker
+    delivery_worker.close()
+    client.close()
+
+
+def publish(engine: Engine, settings: Settings) -> None:
+    """Move the committed handoffs to `queued`, as the relay does, on a broker nobody reads."""
+    broker = StubBroker()
+    broker.declare_queue(DELIVERY_QUEUE)
+    try:
+        Relay(engine, broker, settings).publish_due()
+    finally:
+        broker.close()
+
+
+def statuses(engine: Engine, ids: list[str]) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(deliveries.c.id, deliveries.c.status).where(deliveries.c.id.in_(ids))
+        )
+        return {str(row.id): row.status for row in rows}
+
+
+def attempt_value(engine: Engine, column: Any, delivery_id: str) -> Any:
+    """Return `column` of the one attempt of `delivery_id`."""
+    with engine.connect() as connection:
+        return connection.execute(
+            select(column).where(delivery_attempts.c.delivery_id == delivery_id)
+        ).scalar_one()
+
+
+def test_message_is_claimed_and_recorded_with_one_statement_each(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    seeded = seed_workspace(engine, url=receiver.url)
+    ids = enqueue_handoffs(engine, seeded, settings, count=6)
+    publish(engine, settings)
+    statements: list[str] = []
+
+    def count_statement(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", count_statement)
+    try:
+        worker.deliver_many(ids)
+    finally:
+        event.remove(engine, "before_cursor_execute", count_statement)
+
+    assert 6 == len(receiver.wait_for(6))
+    assert {delivery_id: "delivered" for delivery_id in ids} == statuses(engine, ids)
+    claims = [sql for sql in statements if "FOR UPDATE" in sql]
+    records = [sql for sql in statements if "jsonb_to_recordset" in sql]
+    assert (1, 1) == (len(claims), len(records))
+
+
+def test_slow_receiver_does_not_hold_the_others_of_its_message(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    assert settings.delivery_timeout_s < 10, "the slow receiver must outlast the timeout"
+    slow = Receiver(default=Hang(seconds=30)).start()
+    try:
+        fast_ids = enqueue_handoffs(engine, seed_workspace(engine, url=receiver.url), settings, 3)
+        [slow_id] = enqueue_handoffs(
+            engine, seed_workspace(engine, workspace_id="slowco", url=slow.url), settings
+        )
+        publish(engine, settings)
+        started = time.monotonic()
+        thread = threading.Thread(target=worker.deliver_many, args=([slow_id, *fast_ids],))
+        thread.start()
+
+        deadline = started + settings.delivery_timeout_s
+        while set(statuses(engine, fast_ids).values()) != {"delivered"}:
+            assert time.monotonic() < deadline, statuses(engine, fast_ids)
+            time.sleep(0.02)
+        fast_recorded_s = time.monotonic() - started
+        slow_status_then = statuses(engine, [slow_id])[slow_id]
+        thread.join(timeout=settings.delivery_timeout_s + 10)
+    finally:
+        slow.stop()
+
+    assert "sending" == slow_status_then
+    assert fast_recorded_s < settings.delivery_timeout_s / 2
+    assert "retrying" == statuses(engine, [slow_id])[slow_id]
+    assert "timeout" == attempt_value(engine, delivery_attempts.c.error_class, slow_id)
+
+
+def test_ids_that_cannot_be_claimed_are_skipped(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    seeded = seed_workspace(engine, url=receiver.url)
+    first, second = enqueue_handoffs(engine, seeded, settings, count=2)
+    publish(engine, settings)
+    worker.deliver_many([first])
+    receiver.wait_for(1)
+
+    # `first` is delivered already, as after a duplicate message; only `second` is sent.
+    worker.deliver_many([first, second])
+
+    requests = receiver.wait_for(2)
+    time.sleep(0.2)
+    assert 2 == len(receiver.wait_for(2))
+    assert [first, second] == [request.headers["x-sol-delivery"] for request in requests]
+    with engine.connect() as connection:
+        attempts = connection.execute(
+            select(delivery_attempts.c.delivery_id).where(
+                delivery_attempts.c.delivery_id.in_([first, second])
+            )
+        ).all()
+    assert 2 == len(attempts)
+
+
+def test_a_failing_attempt_does_not_lose_the_others(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    receiver.script(Respond(503), Respond(200), Respond(200))
+    seeded = seed_workspace(engine, url=receiver.url)
+    ids = enqueue_handoffs(engine, seeded, settings, count=3)
+    publish(engine, settings)
+
+    worker.deliver_many(ids)
+
+    assert ["delivered", "delivered", "retrying"] == sorted(statuses(engine, ids).values())
+
+
+def test_nul_in_response_body_is_recorded(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    receiver.script(Respond(200, body=b"ok\x00done"))
+    seeded = seed_workspace(engine, url=receiver.url)
+    [delivery_id] = enqueue_handoffs(engine, seeded, settings)
+    publish(engine, settings)
+
+    worker.deliver(delivery_id)
+
+    excerpt = attempt_value(engine, delivery_attempts.c.response_body_excerpt, delivery_id)
+    assert "ok\ufffddone" == excerpt
+    assert "delivered" == statuses(engine, [delivery_id])[delivery_id]

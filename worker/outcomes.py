@@ -1,0 +1,118 @@
+"""Recording attempts: one statement stores several outcomes and their deliveries' status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from handoff.redaction import redact_url
+from outbox.events import TEST_EVENT
+from schema.tables import ATTEMPT_CHANNEL
+from worker.claims import Claim
+from worker.http_attempt import AttemptResult
+from worker.retry_policy import RetryDecision
+
+# The outcomes travel as one JSON array, so a message's attempts cost one round trip however
+# many there are. The conditions on `outcome IS NULL` and on the attempt number leave alone
+# an attempt that the sweeper already recorded as interrupted after its lease ran out. A due
+# retry gets its outbox row in the same transaction, so it cannot be lost. Only test events
+# notify: the API's test send is the one listener, and every NOTIFY takes a lock at commit
+# that all notifying transactions of the database share.
+_RECORD = text(
+    """
+    WITH outcome AS (
+        SELECT * FROM jsonb_to_recordset(:outcomes) AS o(
+            attempt_id bigint, delivery_id uuid, number int, duration_ms int,
+            url_redacted text, request_headers jsonb, body_size int, status_code int,
+            response_headers jsonb, response_body_excerpt text, outcome text,
+            error_class text, error_message text, next_attempt_at timestamptz,
+            status text, failure_reason text, provider text, notify boolean
+        )
+    ), attempt AS (
+        UPDATE delivery_attempts a SET
+            duration_ms = o.duration_ms, url_redacted = o.url_redacted,
+            request_headers = o.request_headers, body_size = o.body_size,
+            status_code = o.status_code, response_headers = o.response_headers,
+            response_body_excerpt = o.response_body_excerpt, outcome = o.outcome,
+            error_class = o.error_class, error_message = o.error_message,
+            next_attempt_at = o.next_attempt_at
+        FROM outcome o
+        WHERE a.id = o.attempt_id AND a.outcome IS NULL
+        RETURNING a.delivery_id
+    ), delivery AS (
+        UPDATE deliveries d SET
+            status = o.status, lease_until = NULL, next_attempt_at = o.next_attempt_at,
+            delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE d.delivered_at END,
+            failure_reason = o.failure_reason, provider = o.provider,
+            url_redacted = o.url_redacted, next_trigger = 'scheduled', updated_at = now()
+        FROM outcome o
+        WHERE d.id = o.delivery_id AND d.status = 'sending' AND d.attempt_count = o.number
+        RETURNING d.id, o.status, o.next_attempt_at, o.notify
+    ), scheduled AS (
+        INSERT INTO outbox (delivery_id, trigger, available_at)
+        SELECT id, 'scheduled', next_attempt_at FROM delivery WHERE status = 'retrying'
+        RETURNING id
+    )
+    SELECT id, CASE WHEN notify THEN pg_notify(:channel, id::text) END FROM delivery
+    """
+).bindparams(bindparam("outcomes", type_=JSONB))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finished attempt: what was claimed, what was sent, what came back, what follows."""
+
+    claim: Claim
+    headers: dict[str, str]
+    result: AttemptResult
+    decision: RetryDecision
+
+
+def record_outcomes(connection: Connection, outcomes: Sequence[Outcome]) -> set[str]:
+    """Store `outcomes` and the new status of each delivery, in one statement.
+
+    Returns:
+        The delivery ids whose outcome was stored; the others had lost their lease, and the
+        sweeper has recorded their attempt as interrupted.
+    """
+    if not outcomes:
+        return set()
+    rows = connection.execute(
+        _RECORD,
+        {"outcomes": [_as_json(outcome) for outcome in outcomes], "channel": ATTEMPT_CHANNEL},
+    ).all()
+    return {str(row.id) for row in rows}
+
+
+def _as_json(outcome: Outcome) -> dict[str, Any]:
+    claim, result, decision = outcome.claim, outcome.result, outcome.decision
+    return {
+        "attempt_id": claim.attempt_id,
+        "delivery_id": claim.delivery_id,
+        "number": claim.number,
+        "duration_ms": result.duration_ms,
+        "url_redacted": redact_url(claim.url),
+        "request_headers": outcome.headers,
+        "body_size": len(claim.body),
+        "status_code": result.status_code,
+        "response_headers": result.response_headers,
+        "response_body_excerpt": result.response_body_excerpt,
+        "outcome": decision.outcome,
+        "error_class": result.error_class,
+        "error_message": result.error_message,
+        "next_attempt_at": isoformat_or_none(decision.next_attempt_at),
+        "status": decision.status,
+        "failure_reason": decision.failure_reason,
+        "provider": claim.provider,
+        "notify": claim.event == TEST_EVENT,
+    }
+
+
+def isoformat_or_none(moment: datetime | None) -> str | None:
+    """Return `moment` in ISO 8601, or None."""
+    return None if moment is None else moment.isoformat()
