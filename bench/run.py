@@ -48,8 +48,8 @@ class RunConfig:
     latency_seconds: float = 10.0
     commit_seconds: float = 3.0
     client_seconds: float = 2.0
-    worker_processes: int = 1
-    worker_threads: int = 16
+    worker_processes: int = 2
+    worker_threads: int = 4
     soak_deliveries: int = 50_000
     soak_warm_up: int = 5000
     soak_chunk: int = 5000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import dramatiq
@@ -12,30 +13,27 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 
+from handoff.redis_wakeup import WakeupConsumer, push_wakeups
+
 # Every delivery message goes to this one queue.
 DELIVERY_QUEUE = "handoff"
 DELIVER_ACTOR = "deliver"
 
-# The most delivery ids one message carries. A message's deliveries are POSTed side by side,
+# The maximum number of delivery ids in one message. A message's deliveries are POSTed side by side,
 # so this also bounds how many sender threads one message can keep busy.
 MAX_DELIVERIES_PER_MESSAGE = 20
 
-# The longest a worker's Redis consumer sleeps between polls of an empty queue. Dramatiq
-# backs off from 5 ms up to its worker timeout (1 s by default), so after a quiet second the
-# first new message waited up to a second for a poll. An idle poll costs one Lua call.
-MAX_IDLE_POLL_MS = 5
-
 
 class _RedisBroker(RedisBroker):
-    """Dramatiq's Redis broker with the idle backoff of its consumers capped."""
+    """Dramatiq's Redis broker whose delivery consumers block while idle instead of polling."""
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         # Nothing here sends delayed messages, because Postgres stores retry times. So the
-        # delay queue that Dramatiq consumes beside each queue keeps the default backoff,
-        # where polling it often would only cost CPU.
-        if queue_name != dq_name(queue_name):
-            timeout = min(timeout, MAX_IDLE_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
+        # delay queue that Dramatiq consumes beside each queue keeps Dramatiq's consumer,
+        # which backs off to a poll a second while it stays empty.
+        if queue_name == dq_name(queue_name):
+            return super().consume(queue_name, prefetch, timeout)
+        return WakeupConsumer(self, queue_name, prefetch, timeout)
 
 
 def make_broker(url: str, time_limit_s: float = 120.0) -> dramatiq.Broker:
@@ -86,7 +84,7 @@ def delivery_messages(delivery_ids: Sequence[str]) -> list[dramatiq.Message[obje
     """Split `delivery_ids` into messages of at most `MAX_DELIVERIES_PER_MESSAGE`, evenly.
 
     A worker claims and records the deliveries of one message with one statement each, so
-    fuller messages cost Postgres less per delivery; even sizes spread a burst over workers.
+    fuller messages cost Postgres less per delivery. Even sizes spread a burst over workers.
     """
     if not delivery_ids:
         return []
@@ -106,8 +104,9 @@ def enqueue_batch(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[o
 
     Dramatiq has no batch enqueue, and its Redis broker sends one Lua script call per
     message. This sends the same calls, with the same middleware hooks, through one
-    pipeline. RabbitMQ gets one transaction per batch (see handoff.rabbitmq_publish); other
-    brokers get one `enqueue` per message.
+    pipeline, and wakes as many idle consumers (handoff.redis_wakeup). RabbitMQ gets one
+    transaction per batch (see handoff.rabbitmq_publish); other brokers get one `enqueue`
+    per message.
 
     Raises:
         redis.RedisError: Redis failed; some of the messages may be queued already, as
@@ -152,6 +151,8 @@ def enqueue_batch(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[o
                 client=pipeline,
             )
             queued.append(message)
+        for queue_name, count in Counter(message.queue_name for message in queued).items():
+            push_wakeups(pipeline, broker, queue_name, count)
         pipeline.execute()
     for message in queued:
         broker.emit_after("enqueue", message, None)

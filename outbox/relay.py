@@ -28,7 +28,7 @@ MAX_BACKOFF_S = 10.0
 # that one message carries several deliveries: a worker claims and records a message's
 # deliveries with one statement each, which costs Postgres far less than one per delivery.
 # The first handoff after a quiet spell is published at once.
-LINGER_S = 0.003
+LINGER_S = 0.005
 BUSY_WINDOW_S = 0.05
 
 # One statement claims a batch, marks it published and moves its deliveries to `queued`.
