@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from bench.seed import Seeded, bench_actions
-from handoff.broker import make_broker
+from handoff.broker import enqueue_batch, make_broker
 from handoff.db import make_engine
 from handoff.settings import Settings
 from outbox import enqueue_handoff
@@ -148,8 +148,12 @@ def _build_body(engine: Engine, seeded: Seeded, delivery_id: str, app_base_url: 
     )
 
 
-def _commit_one(job: ProducerJob, engine: Engine, settings: Settings) -> str:
-    """Run one transaction of `job.kind`; return the delivery id (the action id if none)."""
+def _commit_one(job: ProducerJob, engine: Engine, settings: Settings) -> tuple[str, float]:
+    """Run one transaction of `job.kind`.
+
+    Returns:
+        The delivery id (the action id if none) and the wall-clock time of the commit.
+    """
     action_id = str(uuid.uuid4())
     delivery_id = action_id
     with Session(engine) as session, session.begin():
@@ -166,20 +170,22 @@ def _commit_one(job: ProducerJob, engine: Engine, settings: Settings) -> str:
                 range={"preset": "30d"},
                 settings=settings,
             )
+    committed_at = time.time()
     if job.kind is Kind.REFERENCE:
         # Sent after the commit, as a service without an outbox would: a crash between the
         # commit and this call loses the event, which is what the outbox exists to prevent.
         body = _build_body(engine, job.seeded, delivery_id, settings.app_base_url)
-        _broker(job.broker_url).enqueue(
-            dramatiq.Message(
-                queue_name=REFERENCE_QUEUE,
-                actor_name=REFERENCE_ACTOR,
-                args=(delivery_id, body.decode()),
-                kwargs={},
-                options={},
-            )
+        # enqueue_batch sends the message and the consumer's wake-up in one round trip, so
+        # the reference's idle workers wake as the pipeline's do.
+        message: dramatiq.Message[object] = dramatiq.Message(
+            queue_name=REFERENCE_QUEUE,
+            actor_name=REFERENCE_ACTOR,
+            args=(delivery_id, body.decode()),
+            kwargs={},
+            options={},
         )
-    return delivery_id
+        enqueue_batch(_broker(job.broker_url), [message])
+    return delivery_id, committed_at
 
 
 def run_producer(job: ProducerJob) -> ProducerResult:
@@ -209,8 +215,7 @@ def run_producer(job: ProducerJob) -> ProducerResult:
                 time.sleep(wait_s)
         if deadline is not None and time.time() >= deadline:
             break
-        delivery_id = _commit_one(job, engine, settings)
-        committed_at = time.time()
+        delivery_id, committed_at = _commit_one(job, engine, settings)
         if result.commits == 0:
             result.first_commit_at = committed_at
         result.last_commit_at = committed_at
