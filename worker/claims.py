@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
-from handoff.secret_box import SecretBox
+from handoff.secret_box import SecretBox, SecretBoxError
 
 # The claim is one statement for a whole message: it takes each lease, counts each attempt
 # and opens each attempt row. Only a `queued` delivery can be claimed, so a duplicate
@@ -72,6 +72,9 @@ class Claim:
     url: str
     secrets: list[str]
     attempt_id: int
+    # Set when a signing secret cannot be decrypted: this attempt then fails on its own and
+    # the other deliveries of the message are still sent.
+    secret_error: SecretBoxError | None = None
 
 
 def claim_deliveries(
@@ -84,10 +87,8 @@ def claim_deliveries(
     """Lease every delivery of `delivery_ids` that is `queued` and whose integration is on.
 
     Returns:
-        The claims in delivery id order; ids that cannot be claimed are left out.
-
-    Raises:
-        SecretBoxError: a signing secret cannot be decrypted with the configured keys.
+        The claims in delivery id order; ids that cannot be claimed are left out. A claim
+        whose signing secret cannot be decrypted carries the error in `secret_error`.
     """
     rows = connection.execute(
         _CLAIM, {"delivery_ids": list(delivery_ids), "lease_s": lease_s}
@@ -95,23 +96,32 @@ def claim_deliveries(
     # The rows of one message mostly share an integration, so each secret is decrypted once.
     decrypted: dict[bytes, str] = {}
     now = datetime.now(UTC)
-    return [
-        Claim(
-            delivery_id=str(row.id),
-            workspace_id=row.workspace_id,
-            event=row.event,
-            body=bytes(row.body),
-            number=row.attempt_count,
-            automatic_attempts=row.automatic_attempts,
-            max_automatic_attempts=row.max_automatic_attempts,
-            trigger=row.next_trigger,
-            provider=row.provider,
-            url=row.url,
-            secrets=_secrets(row, secret_box, decrypted, now),
-            attempt_id=row.attempt_id,
+    claims = []
+    for row in rows:
+        secrets: list[str] = []
+        secret_error = None
+        try:
+            secrets = _secrets(row, secret_box, decrypted, now)
+        except SecretBoxError as error:
+            secret_error = error
+        claims.append(
+            Claim(
+                delivery_id=str(row.id),
+                workspace_id=row.workspace_id,
+                event=row.event,
+                body=bytes(row.body),
+                number=row.attempt_count,
+                automatic_attempts=row.automatic_attempts,
+                max_automatic_attempts=row.max_automatic_attempts,
+                trigger=row.next_trigger,
+                provider=row.provider,
+                url=row.url,
+                secrets=secrets,
+                attempt_id=row.attempt_id,
+                secret_error=secret_error,
+            )
         )
-        for row in rows
-    ]
+    return claims
 
 
 def _secrets(row: Any, box: SecretBox, decrypted: dict[bytes, str], now: datetime) -> list[str]:

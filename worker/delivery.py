@@ -137,7 +137,13 @@ class DeliveryWorker:
         self._senders.shutdown(wait=True)
 
     def _attempt(self, claim: Claim) -> Outcome:
-        """POST one claimed delivery and decide what follows; nothing is stored yet."""
+        """POST one claimed delivery and decide what follows; nothing is stored yet.
+
+        Raises:
+            SecretBoxError: the delivery's signing secret cannot be decrypted.
+        """
+        if claim.secret_error is not None:
+            raise claim.secret_error
         headers = build_headers(
             delivery_id=claim.delivery_id,
             event=claim.event,

@@ -12,7 +12,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, event, select
 
 from handoff.broker import DELIVERY_QUEUE
-from handoff.secret_box import SecretBox
+from handoff.secret_box import SecretBox, SecretBoxError
 from handoff.settings import Settings
 from outbox.relay import Relay
 from schema.tables import deliveries, delivery_attempts
@@ -164,3 +164,26 @@ def test_nul_in_response_body_is_recorded(
     excerpt = attempt_value(engine, delivery_attempts.c.response_body_excerpt, delivery_id)
     assert "ok\ufffddone" == excerpt
     assert "delivered" == statuses(engine, [delivery_id])[delivery_id]
+
+
+def test_unreadable_secret_fails_only_its_delivery(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    good_ids = enqueue_handoffs(engine, seed_workspace(engine, url=receiver.url), settings, 2)
+    locked = seed_workspace(
+        engine,
+        workspace_id="lockedco",
+        url=receiver.url,
+        secret="whsec_dGVzdA==",
+        secret_key="a-key-this-worker-does-not-have-0123456789",
+    )
+    [locked_id] = enqueue_handoffs(engine, locked, settings)
+    publish(engine, settings)
+
+    with pytest.raises(SecretBoxError):
+        worker.deliver_many([locked_id, *good_ids])
+
+    assert 2 == len(receiver.wait_for(2))
+    assert {delivery_id: "delivered" for delivery_id in good_ids} == statuses(engine, good_ids)
+    # Its lease runs out and the sweeper records the attempt as interrupted.
+    assert "sending" == statuses(engine, [locked_id])[locked_id]
