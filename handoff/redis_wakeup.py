@@ -19,8 +19,8 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-# The maximum time an idle consumer blocks before it fetches again anyway. Acknowledgements of
-# finished messages wait for the consumer's thread, so this also bounds how late they are.
+# The maximum time an idle consumer blocks before it fetches again anyway, so also how
+# late a message published without a wake-up token is fetched.
 IDLE_WAIT_S = 0.1
 # How long a consumer whose prefetch slots are all taken waits before it looks again.
 BUSY_WAIT_S = 0.005
@@ -55,7 +55,12 @@ class WakeupConsumer(_RedisConsumer):
         try:
             while True:
                 if self.message_cache:
-                    message = Message.decode(self.message_cache.pop(0))
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        # Dramatiq's fetch script has returned None entries in the past;
+                        # its own consumer skips them too.
+                        continue
+                    message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,8 @@ class Claim:
     url: str
     secrets: list[str]
     attempt_id: int
+    # When the lease was taken (time.monotonic()), to tell how much of it is left.
+    claimed_at: float = 0.0
     # Set when a signing secret cannot be decrypted: this attempt then fails on its own and
     # the other deliveries of the message are still sent.
     secret_error: SecretBoxError | None = None
@@ -96,6 +99,7 @@ def claim_deliveries(
     # The rows of one message mostly share an integration, so each secret is decrypted once.
     decrypted: dict[bytes, str] = {}
     now = datetime.now(UTC)
+    claimed_at = time.monotonic()
     claims = []
     for row in rows:
         secrets: list[str] = []
@@ -118,6 +122,7 @@ def claim_deliveries(
                 url=row.url,
                 secrets=secrets,
                 attempt_id=row.attempt_id,
+                claimed_at=claimed_at,
                 secret_error=secret_error,
             )
         )

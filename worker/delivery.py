@@ -5,14 +5,16 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
+from psycopg.errors import DeadlockDetected
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from handoff.secret_box import SecretBox
 from handoff.settings import Settings
@@ -26,12 +28,18 @@ from worker.signing import USER_AGENT, build_headers
 
 log = structlog.get_logger(__name__)
 
-# The most threads per worker process that POST the deliveries of messages side by side; a
-# message of one delivery is sent by the thread that runs it. Threads start only when no
-# idle one is left, so this is a bound, not a count. It is far above what fast receivers
-# need, because an attempt that waited here for a thread would spend its lease waiting. So
-# attempts queue only when more than 256 of them hang at once.
+_T = TypeVar("_T")
+
+# The maximum number of threads per worker process that POST the deliveries of messages
+# side by side; a message of one delivery is sent by the thread that runs it. Threads start
+# only when no idle one is left, so this is a bound, not a count. It is far above what fast
+# receivers need, because an attempt that waits here for a thread spends its lease waiting
+# (and is not sent when too little is left). So attempts queue only when more than 256 of
+# them hang at once.
 DEFAULT_SENDERS = 256
+
+# How many times a claim or a record runs when Postgres ends it as a deadlock victim.
+DEADLOCK_TRIES = 3
 
 # How long a message's finished attempts wait for its other attempts before they are recorded.
 RECORD_TOGETHER_S = 0.25
@@ -84,16 +92,11 @@ class DeliveryWorker:
         """Make one attempt for each delivery of `delivery_ids` that can be claimed now.
 
         Ids that are not `queued` (a duplicate message, a delivery already finished) are
-        skipped. An error in one attempt is raised after the others have been recorded; the
-        sweeper then records that attempt as interrupted when its lease runs out.
+        skipped. An error in one attempt, or in recording some attempts, is raised after the
+        others have been recorded. The sweeper then records each unrecorded attempt as
+        interrupted when its lease runs out.
         """
-        with self._autocommit.connect() as connection:
-            claims = claim_deliveries(
-                connection,
-                delivery_ids,
-                lease_s=self._settings.lease_s,
-                secret_box=self._secret_box,
-            )
+        claims = _retry_deadlock(lambda: self._claim(delivery_ids))
         if len(claims) < len(delivery_ids):
             claimed = {claim.delivery_id for claim in claims}
             for delivery_id in delivery_ids:
@@ -103,29 +106,43 @@ class DeliveryWorker:
             return
 
         if len(claims) == 1:
-            self._record([self._attempt(claims[0])])
+            outcome = self._attempt(claims[0])
+            if outcome is not None:
+                self._record([outcome])
             return
 
         # This thread only waits and records: if it sent one of the attempts itself, a slow
         # receiver there would hold back the records of all the others.
-        pending: set[Future[Outcome]] = {
+        pending: set[Future[Outcome | None]] = {
             self._senders.submit(self._attempt, claim) for claim in claims
         }
-        finished: list[Outcome] = []
         error: BaseException | None = None
         # Attempts to a fast receiver end within milliseconds of each other, so waiting a
         # moment for all of them lets one statement record the whole message. A slow
         # receiver's attempts are then recorded as each one ends.
         wait(pending, timeout=RECORD_TOGETHER_S)
         while True:
+            finished: list[Outcome] = []
             for future in [future for future in pending if future.done()]:
                 pending.discard(future)
-                if future.exception() is None:
-                    finished.append(future.result())
-                elif error is None:
-                    error = future.exception()
-            self._record(finished)
-            finished = []
+                failure = future.exception()
+                if failure is not None:
+                    error = error or failure
+                    continue
+                outcome = future.result()
+                if outcome is not None:
+                    finished.append(outcome)
+            try:
+                self._record(finished)
+            except Exception as failure:  # noqa: BLE001 - raised below, once all have ended
+                # Keep recording the attempts still running: this wave's attempts end as
+                # interrupted through the sweeper, the others must not join them.
+                log.error(
+                    "delivery_record_failed",
+                    error=type(failure).__name__,
+                    delivery_ids=[outcome.claim.delivery_id for outcome in finished],
+                )
+                error = error or failure
             if not pending:
                 break
             wait(pending, return_when=FIRST_COMPLETED)
@@ -136,14 +153,39 @@ class DeliveryWorker:
         """Stop the sender threads once the attempts they run have ended."""
         self._senders.shutdown(wait=True)
 
-    def _attempt(self, claim: Claim) -> Outcome:
+    def _claim(self, delivery_ids: Sequence[str]) -> list[Claim]:
+        with self._autocommit.connect() as connection:
+            return claim_deliveries(
+                connection,
+                delivery_ids,
+                lease_s=self._settings.lease_s,
+                secret_box=self._secret_box,
+            )
+
+    def _attempt(self, claim: Claim) -> Outcome | None:
         """POST one claimed delivery and decide what follows; nothing is stored yet.
+
+        Returns:
+            The outcome, or None when too little of the lease is left to send: the sweeper
+            then records the attempt as interrupted, and no request went out that a second
+            attempt would repeat.
 
         Raises:
             SecretBoxError: the delivery's signing secret cannot be decrypted.
         """
         if claim.secret_error is not None:
             raise claim.secret_error
+        timeout_s = self._settings.delivery_timeout_s
+        if time.monotonic() - claim.claimed_at + timeout_s > self._settings.lease_s:
+            # Only an attempt that waited long for a sender thread gets here.
+            log.warning(
+                "delivery_attempt_skipped",
+                delivery_id=claim.delivery_id,
+                workspace_id=claim.workspace_id,
+                attempt=claim.number,
+                reason="the lease would end before the request",
+            )
+            return None
         headers = build_headers(
             delivery_id=claim.delivery_id,
             event=claim.event,
@@ -166,7 +208,7 @@ class DeliveryWorker:
             url=claim.url,
             body=claim.body,
             headers=headers,
-            timeout_s=self._settings.delivery_timeout_s,
+            timeout_s=timeout_s,
         )
         with self._rng_lock:
             decision = decide(
@@ -186,19 +228,7 @@ class DeliveryWorker:
         """Store `outcomes`, then log and count each one."""
         if not outcomes:
             return
-        gone = {o.claim.workspace_id for o in outcomes if o.result.kind is AttemptKind.GONE}
-        # A 410 also disables the integration and cancels its open deliveries, so that
-        # record needs all its statements in one transaction.
-        with self._engine.begin() if gone else self._autocommit.connect() as connection:
-            recorded = record_outcomes(connection, outcomes)
-            for outcome in outcomes:
-                workspace_id = outcome.claim.workspace_id
-                if workspace_id in gone and outcome.claim.delivery_id in recorded:
-                    connection.execute(
-                        _DISABLE_GONE, {"workspace_id": workspace_id, "reason": _GONE_REASON}
-                    )
-                    cancel_open_deliveries(connection, workspace_id, _GONE_REASON)
-                    gone.discard(workspace_id)
+        recorded = _retry_deadlock(lambda: self._store(outcomes))
         for outcome in outcomes:
             stored = outcome.claim.delivery_id in recorded
             self._log_outcome(outcome, stored)
@@ -207,6 +237,24 @@ class DeliveryWorker:
                 outcome.decision.outcome if stored else "interrupted",
                 outcome.result.duration_ms,
             )
+
+    def _store(self, outcomes: list[Outcome]) -> set[str]:
+        """Store `outcomes` in one statement; return the ids whose outcome was stored."""
+        gone = [outcome for outcome in outcomes if outcome.result.kind is AttemptKind.GONE]
+        # A 410 also disables the integration and cancels its open deliveries, so that
+        # record needs all its statements in one transaction.
+        with self._engine.begin() if gone else self._autocommit.connect() as connection:
+            recorded = record_outcomes(connection, outcomes)
+            disabled: set[str] = set()
+            for outcome in gone:
+                workspace_id = outcome.claim.workspace_id
+                if outcome.claim.delivery_id in recorded and workspace_id not in disabled:
+                    connection.execute(
+                        _DISABLE_GONE, {"workspace_id": workspace_id, "reason": _GONE_REASON}
+                    )
+                    cancel_open_deliveries(connection, workspace_id, _GONE_REASON)
+                    disabled.add(workspace_id)
+        return recorded
 
     def _log_outcome(self, outcome: Outcome, recorded: bool) -> None:
         result, decision, claim = outcome.result, outcome.decision, outcome.claim
@@ -238,6 +286,23 @@ class DeliveryWorker:
                 error_message=result.error_message,
                 **fields,
             )
+
+
+def _retry_deadlock(run: Callable[[], _T]) -> _T:
+    """Run `run`, again after a deadlock, up to `DEADLOCK_TRIES` times in all.
+
+    A message's claim locks its rows in id order, but the relay and the cancellation of a
+    workspace's deliveries lock theirs in plan order, so Postgres can end one of them as
+    a deadlock victim. The victim's statement left no trace, so it is safe to run again.
+    """
+    for attempt in range(1, DEADLOCK_TRIES + 1):
+        try:
+            return run()
+        except OperationalError as error:
+            if attempt == DEADLOCK_TRIES or not isinstance(error.orig, DeadlockDetected):
+                raise
+            log.warning("delivery_deadlock_retried", attempt=attempt)
+    raise AssertionError("unreachable")
 
 
 def _detail(result: AttemptResult) -> str | None:

@@ -20,9 +20,11 @@ from worker.retry_policy import RetryDecision
 # The outcomes travel as one JSON array, so a message's attempts cost one round trip however
 # many there are. The conditions on `outcome IS NULL` and on the attempt number leave alone
 # an attempt that the sweeper already recorded as interrupted after its lease ran out. A due
-# retry gets its outbox row in the same transaction, so it cannot be lost. Only test events
-# notify: the API's test send is the one listener, and every NOTIFY takes a lock at commit
-# that all notifying transactions of the database share.
+# retry gets its outbox row in the same transaction, so it cannot be lost. A retry whose
+# integration was disabled or removed meanwhile (a 410 from a sibling attempt of the same
+# message, say) is cancelled instead, as the deliveries that were waiting then were. Only
+# test events notify: the API's test send is the one listener, and every NOTIFY takes a
+# lock at commit that all notifying transactions of the database share.
 _RECORD = text(
     """
     WITH outcome AS (
@@ -44,15 +46,26 @@ _RECORD = text(
         FROM outcome o
         WHERE a.id = o.attempt_id AND a.outcome IS NULL
         RETURNING a.delivery_id
+    ), closed AS (
+        SELECT o.delivery_id, i.disabled_reason FROM outcome o
+        JOIN deliveries d ON d.id = o.delivery_id
+        LEFT JOIN integrations i ON i.workspace_id = d.workspace_id
+        WHERE i.enabled IS NOT TRUE
     ), delivery AS (
         UPDATE deliveries d SET
-            status = o.status, lease_until = NULL, next_attempt_at = o.next_attempt_at,
+            status = CASE WHEN o.status = 'retrying' AND c.delivery_id IS NOT NULL
+                          THEN 'cancelled' ELSE o.status END,
+            lease_until = NULL,
+            next_attempt_at = CASE WHEN c.delivery_id IS NULL THEN o.next_attempt_at END,
             delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE d.delivered_at END,
-            failure_reason = o.failure_reason, provider = o.provider,
-            url_redacted = o.url_redacted, next_trigger = 'scheduled', updated_at = now()
-        FROM outcome o
+            failure_reason = CASE WHEN o.status = 'retrying' AND c.delivery_id IS NOT NULL
+                                  THEN coalesce(c.disabled_reason, :closed_reason)
+                                  ELSE o.failure_reason END,
+            provider = o.provider, url_redacted = o.url_redacted, next_trigger = 'scheduled',
+            updated_at = now()
+        FROM outcome o LEFT JOIN closed c ON c.delivery_id = o.delivery_id
         WHERE d.id = o.delivery_id AND d.status = 'sending' AND d.attempt_count = o.number
-        RETURNING d.id, o.status, o.next_attempt_at, o.notify
+        RETURNING d.id, d.status, d.next_attempt_at, o.notify
     ), scheduled AS (
         INSERT INTO outbox (delivery_id, trigger, available_at)
         SELECT id, 'scheduled', next_attempt_at FROM delivery WHERE status = 'retrying'
@@ -61,6 +74,11 @@ _RECORD = text(
     SELECT id, CASE WHEN notify THEN pg_notify(:channel, id::text) END FROM delivery
     """
 ).bindparams(bindparam("outcomes", type_=JSONB))
+
+
+# The failure reason of a retry cancelled because its integration was removed; a disabled
+# integration gives its own reason.
+CLOSED_REASON = "webhook integration removed"
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,11 @@ def record_outcomes(connection: Connection, outcomes: Sequence[Outcome]) -> set[
         return set()
     rows = connection.execute(
         _RECORD,
-        {"outcomes": [_as_json(outcome) for outcome in outcomes], "channel": ATTEMPT_CHANNEL},
+        {
+            "outcomes": [_as_json(outcome) for outcome in outcomes],
+            "channel": ATTEMPT_CHANNEL,
+            "closed_reason": CLOSED_REASON,
+        },
     ).all()
     return {str(row.id) for row in rows}
 

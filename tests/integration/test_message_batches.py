@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -10,14 +11,17 @@ from typing import Any
 import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import OperationalError
 
 from handoff.broker import DELIVERY_QUEUE
 from handoff.secret_box import SecretBox, SecretBoxError
 from handoff.settings import Settings
 from outbox.relay import Relay
-from schema.tables import deliveries, delivery_attempts
+from schema.tables import deliveries, delivery_attempts, outbox
 from tests.receivers import Hang, Receiver, Respond
 from tests.seed import enqueue_handoffs, seed_workspace
+from worker import delivery as delivery_module
+from worker.claims import claim_deliveries
 from worker.delivery import DeliveryWorker
 from worker.resolver import resolver_from_settings
 from worker.transport import make_http_client
@@ -187,3 +191,81 @@ def test_unreadable_secret_fails_only_its_delivery(
     assert {delivery_id: "delivered" for delivery_id in good_ids} == statuses(engine, good_ids)
     # Its lease runs out and the sweeper records the attempt as interrupted.
     assert "sending" == statuses(engine, [locked_id])[locked_id]
+
+
+def test_failed_record_does_not_stop_later_records(
+    engine: Engine,
+    settings: Settings,
+    receiver: Receiver,
+    worker: DeliveryWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slow = Receiver(default=Respond(200)).start()
+    slow.script(Hang(seconds=1.0))
+    real_record = delivery_module.record_outcomes
+    calls: list[int] = []
+
+    def fail_first(connection: Any, outcomes: Any) -> Any:
+        calls.append(len(outcomes))
+        if len(calls) == 1:
+            raise OperationalError("record", {}, Exception("server closed the connection"))
+        return real_record(connection, outcomes)
+
+    monkeypatch.setattr(delivery_module, "record_outcomes", fail_first)
+    try:
+        [fast_id] = enqueue_handoffs(engine, seed_workspace(engine, url=receiver.url), settings)
+        [slow_id] = enqueue_handoffs(
+            engine, seed_workspace(engine, workspace_id="slowco", url=slow.url), settings
+        )
+        publish(engine, settings)
+
+        with pytest.raises(OperationalError):
+            worker.deliver_many([fast_id, slow_id])
+    finally:
+        slow.stop()
+
+    assert 2 == len(calls)
+    # The failed wave's attempt waits for the sweeper; the later one was still recorded.
+    assert "sending" == statuses(engine, [fast_id])[fast_id]
+    assert "retrying" == statuses(engine, [slow_id])[slow_id]
+
+
+def test_retry_after_sibling_410_is_cancelled(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    receiver.script(Respond(410), Hang(seconds=30))
+    seeded = seed_workspace(engine, url=receiver.url)
+    ids = enqueue_handoffs(engine, seeded, settings, count=2)
+    publish(engine, settings)
+
+    worker.deliver_many(ids)
+
+    assert ["cancelled", "failed"] == sorted(statuses(engine, ids).values())
+    with engine.connect() as connection:
+        scheduled = connection.execute(
+            select(outbox.c.id).where(
+                outbox.c.delivery_id.in_(ids), outbox.c.published_at.is_(None)
+            )
+        ).all()
+    assert [] == scheduled
+
+
+def test_attempt_without_enough_lease_is_not_sent(
+    engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    seeded = seed_workspace(engine, url=receiver.url)
+    [delivery_id] = enqueue_handoffs(engine, seeded, settings)
+    publish(engine, settings)
+    with engine.connect() as connection:
+        [claim] = claim_deliveries(
+            connection,
+            [delivery_id],
+            lease_s=settings.lease_s,
+            secret_box=SecretBox(str(settings.secret_key)),
+        )
+    # As if it had waited for a sender thread until less than one timeout of lease was left.
+    waited = dataclasses.replace(claim, claimed_at=time.monotonic() - 11)
+
+    assert worker._attempt(waited) is None
+    time.sleep(0.3)
+    assert [] == receiver.requests
