@@ -33,7 +33,8 @@ _RECORD = text(
             url_redacted text, request_headers jsonb, body_size int, status_code int,
             response_headers jsonb, response_body_excerpt text, outcome text,
             error_class text, error_message text, next_attempt_at timestamptz,
-            status text, failure_reason text, provider text, notify boolean
+            status text, failure_reason text, provider text, notify boolean,
+            workspace_id text
         )
     ), attempt AS (
         UPDATE delivery_attempts a SET
@@ -48,8 +49,7 @@ _RECORD = text(
         RETURNING a.delivery_id
     ), closed AS (
         SELECT o.delivery_id, i.disabled_reason FROM outcome o
-        JOIN deliveries d ON d.id = o.delivery_id
-        LEFT JOIN integrations i ON i.workspace_id = d.workspace_id
+        LEFT JOIN integrations i ON i.workspace_id = o.workspace_id
         WHERE i.enabled IS NOT TRUE
     ), delivery AS (
         UPDATE deliveries d SET
@@ -132,6 +132,7 @@ def _as_json(outcome: Outcome) -> dict[str, Any]:
         "failure_reason": decision.failure_reason,
         "provider": claim.provider,
         "notify": claim.event == TEST_EVENT,
+        "workspace_id": claim.workspace_id,
     }
 
 
