@@ -1,8 +1,8 @@
 """Waking idle Redis consumers: the relay pushes a token, a consumer blocks on the list.
 
-Dramatiq's Redis consumer polls an empty queue with a Lua call every few milliseconds
-(capped at 5 ms here), which cost an idle worker process 9 % of a core on the 2-core
-development machine and added up to a poll interval of latency to every message. This
+Dramatiq's Redis consumer polls an empty queue with a Lua call every few milliseconds (5 ms
+at most here). On the 2-core development machine that cost an idle worker process 9 % of a
+core, and it added up to one poll interval of latency to every message. This
 consumer fetches like Dramatiq's, but an empty fetch blocks on a Redis list (BLPOP) that the
 relay pushes one token to per message it publishes. A message published some other way is
 still fetched within `IDLE_WAIT_S`.

@@ -25,7 +25,7 @@ DEFAULT_BATCH_SIZE = 500
 POLL_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 10.0
 # While handoffs keep coming, the relay waits this long after a wake-up before it claims, so
-# that one message carries several deliveries: a worker claims and records a message's
+# that one message carries several deliveries. A worker claims and records a message's
 # deliveries with one statement each, which costs Postgres far less than one per delivery.
 # The first handoff after a quiet spell is published at once.
 LINGER_S = 0.005

@@ -31,11 +31,9 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 # The maximum number of threads per worker process that POST the deliveries of messages
-# side by side; a message of one delivery is sent by the thread that runs it. Threads start
-# only when no idle one is left, so this is a bound, not a count. It is far above what fast
-# receivers need, because an attempt that waits here for a thread spends its lease waiting
-# (and is not sent when too little is left). So attempts queue only when more than 256 of
-# them hang at once.
+# side by side. Threads start only when no idle one is left, so this is a bound, not a count.
+# It is far above what fast receivers need, because an attempt that waits for a thread
+# spends its lease waiting. Attempts queue only when more than 256 of them hang at once.
 DEFAULT_SENDERS = 256
 
 # How many times a claim or a record runs when Postgres ends it as a deadlock victim.
@@ -57,9 +55,9 @@ _GONE_REASON = "endpoint answered 410 Gone"
 class DeliveryWorker:
     """Makes one attempt per delivery of a message; Postgres decides status, count and next time.
 
-    The deliveries of one message are claimed in one statement, POSTed side by side, and
-    recorded in one statement per wave of finished attempts, so a fast receiver's outcomes
-    are stored together while a slow receiver holds only its own delivery.
+    The deliveries of one message are claimed in one statement and POSTed side by side. The
+    attempts that end together are recorded in one statement, so a slow receiver delays
+    only the record of its own delivery.
     """
 
     def __init__(
@@ -240,13 +238,13 @@ class DeliveryWorker:
 
     def _store(self, outcomes: list[Outcome]) -> set[str]:
         """Store `outcomes` in one statement; return the ids whose outcome was stored."""
-        gone = [outcome for outcome in outcomes if outcome.result.kind is AttemptKind.GONE]
+        gone_outcomes = [o for o in outcomes if o.result.kind is AttemptKind.GONE]
         # A 410 also disables the integration and cancels its open deliveries, so that
         # record needs all its statements in one transaction.
-        with self._engine.begin() if gone else self._autocommit.connect() as connection:
+        with self._engine.begin() if gone_outcomes else self._autocommit.connect() as connection:
             recorded = record_outcomes(connection, outcomes)
             disabled: set[str] = set()
-            for outcome in gone:
+            for outcome in gone_outcomes:
                 workspace_id = outcome.claim.workspace_id
                 if outcome.claim.delivery_id in recorded and workspace_id not in disabled:
                     connection.execute(
@@ -289,20 +287,20 @@ class DeliveryWorker:
 
 
 def _retry_deadlock(run: Callable[[], _T]) -> _T:
-    """Run `run`, again after a deadlock, up to `DEADLOCK_TRIES` times in all.
+    """Run `run`, and again after a deadlock, up to `DEADLOCK_TRIES` times in all.
 
     A message's claim locks its rows in id order, but the relay and the cancellation of a
     workspace's deliveries lock theirs in plan order, so Postgres can end one of them as
     a deadlock victim. The victim's statement left no trace, so it is safe to run again.
     """
-    for attempt in range(1, DEADLOCK_TRIES + 1):
+    for attempt in range(1, DEADLOCK_TRIES):
         try:
             return run()
         except OperationalError as error:
-            if attempt == DEADLOCK_TRIES or not isinstance(error.orig, DeadlockDetected):
+            if not isinstance(error.orig, DeadlockDetected):
                 raise
             log.warning("delivery_deadlock_retried", attempt=attempt)
-    raise AssertionError("unreachable")
+    return run()
 
 
 def _detail(result: AttemptResult) -> str | None:

@@ -37,7 +37,7 @@ def worker(engine: Engine, settings: Settings) -> Iterator[DeliveryWorker]:
 
 
 def publish(engine: Engine, settings: Settings) -> None:
-    """Move the committed handoffs to `queued`, as the relay does, on a broker nobody reads."""
+    """Move the committed handoffs to `queued`, as the relay does, on a broker with no worker."""
     broker = StubBroker()
     broker.declare_queue(DELIVERY_QUEUE)
     try:
@@ -62,7 +62,7 @@ def attempt_value(engine: Engine, column: Any, delivery_id: str) -> Any:
         ).scalar_one()
 
 
-def test_message_is_claimed_and_recorded_with_one_statement_each(
+def test_message_uses_one_claim_one_record(
     engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
 ) -> None:
     seeded = seed_workspace(engine, url=receiver.url)
@@ -86,7 +86,7 @@ def test_message_is_claimed_and_recorded_with_one_statement_each(
     assert (1, 1) == (len(claims), len(records))
 
 
-def test_slow_receiver_does_not_hold_the_others_of_its_message(
+def test_message_slow_receiver_records_others_first(
     engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
 ) -> None:
     assert settings.delivery_timeout_s < 10, "the slow receiver must outlast the timeout"
@@ -142,7 +142,7 @@ def test_ids_that_cannot_be_claimed_are_skipped(
     assert 2 == len(attempts)
 
 
-def test_a_failing_attempt_does_not_lose_the_others(
+def test_message_failing_attempt_keeps_others(
     engine: Engine, settings: Settings, receiver: Receiver, worker: DeliveryWorker
 ) -> None:
     receiver.script(Respond(503), Respond(200), Respond(200))
