@@ -12,6 +12,8 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
+from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
 from handoff.redis_wakeup import WakeupConsumer, push_wakeups
 
@@ -128,31 +130,62 @@ def enqueue_batch(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[o
     # argument order of dispatch.lua). The pipeline tests fail if a Dramatiq upgrade
     # changes them, because no message would reach the worker.
     dispatch = broker.scripts["dispatch"]
-    queued: list[dramatiq.Message[object]] = []
-    with broker.client.pipeline(transaction=False) as pipeline:
-        for message in messages:
-            # A Redis message id of its own, as RedisBroker.enqueue gives every message.
-            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
-            broker.emit_before("enqueue", message, None)
-            dispatch(
-                keys=[broker.namespace],
-                args=[
-                    "enqueue",
-                    current_millis(),
-                    message.queue_name,
-                    broker.broker_id,
-                    broker.heartbeat_timeout,
-                    broker.dead_message_ttl,
-                    broker._should_do_maintenance("enqueue"),
-                    broker._max_unpack_size(),  # type: ignore[no-untyped-call]
-                    message.options["redis_message_id"],
-                    message.encode(),
-                ],
-                client=pipeline,
-            )
-            queued.append(message)
-        for queue_name, count in Counter(message.queue_name for message in queued).items():
-            push_wakeups(pipeline, broker, queue_name, count)
-        pipeline.execute()
-    for message in queued:
+    calls: list[tuple[dramatiq.Message[object], list[EncodableT]]] = []
+    for message in messages:
+        # A Redis message id of its own, as RedisBroker.enqueue gives every message.
+        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        broker.emit_before("enqueue", message, None)
+        arguments: list[EncodableT] = [
+            broker.namespace,
+            "enqueue",
+            current_millis(),
+            message.queue_name,
+            broker.broker_id,
+            broker.heartbeat_timeout,
+            broker.dead_message_ttl,
+            broker._should_do_maintenance("enqueue"),
+            broker._max_unpack_size(),  # type: ignore[no-untyped-call]
+            message.options["redis_message_id"],
+            message.encode(),
+        ]
+        calls.append((message, arguments))
+
+    # EVALSHA at once: calling the Script object in a pipeline makes redis-py ask Redis
+    # first whether the script is loaded (SCRIPT EXISTS), one more round trip per batch.
+    # Only a server that lost its scripts (a restart, SCRIPT FLUSH) replies NOSCRIPT. Those
+    # calls did nothing, so they are sent again once the script is loaded.
+    results = _send_dispatches(broker, dispatch.sha, calls, raise_on_error=False)
+    missing = [
+        call
+        for call, result in zip(calls, results, strict=True)
+        if isinstance(result, NoScriptError)
+    ]
+    if missing:
+        dispatch.sha = broker.client.script_load(dispatch.script)
+        _send_dispatches(broker, dispatch.sha, missing, raise_on_error=True)
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+            raise result
+    for message, _ in calls:
         broker.emit_after("enqueue", message, None)
+
+
+def _send_dispatches(
+    broker: RedisBroker,
+    sha: str,
+    calls: Sequence[tuple[dramatiq.Message[object], list[EncodableT]]],
+    *,
+    raise_on_error: bool,
+) -> list[object]:
+    """Send the dispatch calls and their consumers' wake-ups in one pipeline.
+
+    Returns:
+        One result per call, in order; errors are included unless `raise_on_error`.
+    """
+    with broker.client.pipeline(transaction=False) as pipeline:
+        for _, arguments in calls:
+            pipeline.evalsha(sha, 1, *arguments)
+        for queue_name, count in Counter(message.queue_name for message, _ in calls).items():
+            push_wakeups(pipeline, broker, queue_name, count)
+        results: list[object] = pipeline.execute(raise_on_error=raise_on_error)
+    return results[: len(calls)]

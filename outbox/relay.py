@@ -9,7 +9,7 @@ import dramatiq
 import psycopg
 import redis
 import structlog
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from handoff.broker import delivery_messages, enqueue_batch
@@ -64,12 +64,10 @@ _CLAIM = text(
     """
 )
 
-_NEXT_AVAILABLE = text(
-    """
-    SELECT extract(epoch FROM min(available_at) - now()) FROM outbox
+_NEXT_AVAILABLE = """
+    SELECT extract(epoch FROM min(available_at) - now())::float8 FROM outbox
     WHERE published_at IS NULL
-    """
-)
+"""
 
 
 class Relay:
@@ -83,22 +81,22 @@ class Relay:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self._engine = engine
-        # A single read-only statement needs no transaction; without one psycopg sends no
-        # BEGIN and no ROLLBACK around it.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._broker = broker
         self._settings = settings
         self._batch_size = batch_size
         self._sweeper = Sweeper(engine, settings)
 
-    def publish_batch(self) -> int:
-        """Publish one batch of due outbox rows.
+    def publish_batch(self, connection: Connection | None = None) -> int:
+        """Publish one batch of due outbox rows, on `connection` or on one from the pool.
 
         Returns:
             How many outbox rows were claimed; rows whose delivery no longer needs an
             attempt (delivered, cancelled, a duplicate) are marked without a message.
         """
-        with self._engine.begin() as connection:
+        if connection is None:
+            with self._engine.connect() as pooled:
+                return self.publish_batch(pooled)
+        with connection.begin():
             delivery_ids = (
                 connection.execute(_CLAIM, {"batch_size": self._batch_size}).scalars().all()
             )
@@ -111,17 +109,11 @@ class Relay:
             log.info("outbox_published", count=len(delivery_ids))
         return len(delivery_ids)
 
-    def seconds_until_next_row(self) -> float | None:
-        """Return how long until the earliest unpublished row is due, or None when none waits."""
-        with self._autocommit.connect() as connection:
-            seconds = connection.execute(_NEXT_AVAILABLE).scalar()
-        return None if seconds is None else max(0.0, float(seconds))
-
-    def publish_due(self) -> int:
+    def publish_due(self, connection: Connection | None = None) -> int:
         """Publish batches until no due row is left; return the number of rows published."""
         total = 0
         while True:
-            count = self.publish_batch()
+            count = self.publish_batch(connection)
             total += count
             if count < self._batch_size:
                 return total
@@ -129,6 +121,10 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Publish and sweep until `stop` is set, riding over database and broker outages."""
         listener = _Listener(self._settings.database_url or "")
+        # The loop keeps one connection instead of taking one from the pool per batch: a
+        # checkout pings Postgres first, which doubled the relay's round trips to it. A
+        # broken connection fails its next statement and is replaced after the back-off.
+        connection: Connection | None = None
         next_sweep = time.monotonic()
         backoff_s = 0.5
         last_published = -BUSY_WINDOW_S
@@ -136,7 +132,9 @@ class Relay:
         while not stop.is_set():
             try:
                 listener.ensure_listening()
-                if self.publish_due():
+                if connection is None:
+                    connection = self._engine.connect()
+                if self.publish_due(connection):
                     last_published = time.monotonic()
 
                 if time.monotonic() >= next_sweep:
@@ -144,7 +142,7 @@ class Relay:
                     next_sweep = time.monotonic() + self._settings.sweep_interval_s
 
                 wait_s = min(POLL_INTERVAL_S, max(0.0, next_sweep - time.monotonic()))
-                due_in = self.seconds_until_next_row()
+                due_in = listener.seconds_until_next_row()
                 if due_in is not None:
                     wait_s = min(wait_s, due_in)
                 if listener.wait(wait_s) and time.monotonic() - last_published < BUSY_WINDOW_S:
@@ -161,14 +159,25 @@ class Relay:
                 # unpublished rows stay in the outbox until a publish commits.
                 log.warning("relay_backing_off", error=type(error).__name__, delay_s=backoff_s)
                 listener.close()
+                if connection is not None:
+                    # Discarded, not returned to the pool: it may be the broken one.
+                    connection.invalidate()
+                    connection.close()
+                    connection = None
                 stop.wait(backoff_s)
                 backoff_s = min(MAX_BACKOFF_S, backoff_s * 2)
         listener.close()
+        if connection is not None:
+            connection.close()
         log.info("relay_stopped")
 
 
 class _Listener:
-    """A LISTEN connection on the outbox channel, reopened after any failure."""
+    """A LISTEN connection on the outbox channel, reopened after any failure.
+
+    The relay also reads the next row's due time on it: the connection is in autocommit
+    mode, so that query costs one round trip, with no BEGIN and no ROLLBACK around it.
+    """
 
     def __init__(self, database_url: str) -> None:
         self._url = libpq_url(database_url) if database_url else ""
@@ -178,6 +187,15 @@ class _Listener:
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
             self._connection.execute(f"LISTEN {OUTBOX_CHANNEL}")
+
+    def seconds_until_next_row(self) -> float | None:
+        """Return how long until the earliest unpublished row is due, or None when none waits."""
+        if self._connection is None:
+            return None
+        row = self._connection.execute(_NEXT_AVAILABLE).fetchone()
+        seconds = None if row is None else row[0]
+        # min() over no rows is NULL, so no row is waiting.
+        return max(0.0, seconds) if isinstance(seconds, float) else None
 
     def wait(self, timeout_s: float) -> bool:
         """Return on the first notification or after `timeout_s`, draining any others.
