@@ -31,7 +31,7 @@ broker = make_broker(str(settings.broker_url), time_limit_s=settings.lease_s + 3
 # 64. Keep the limit in pool_size, not max_overflow: QueuePool closes an overflow connection
 # as soon as it is returned, so with a small pool every thread past it opened a new Postgres
 # connection (a new backend process) for each statement.
-engine = make_engine(str(settings.database_url), pool_size=64, max_overflow=0)
+engine = make_engine(str(settings.database_url), pool_size=64, max_overflow=0, custom_plans=True)
 client = make_http_client(
     resolver=resolver_from_settings(settings), allow_private=settings.allow_private_targets
 )

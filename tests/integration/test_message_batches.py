@@ -81,7 +81,7 @@ def test_message_uses_one_claim_one_record(
 
     assert 6 == len(receiver.wait_for(6))
     assert {delivery_id: "delivered" for delivery_id in ids} == statuses(engine, ids)
-    claims = [sql for sql in statements if "FOR UPDATE" in sql]
+    claims = [sql for sql in statements if "INSERT INTO delivery_attempts" in sql]
     records = [sql for sql in statements if "jsonb_to_recordset" in sql]
     assert (1, 1) == (len(claims), len(records))
 
