@@ -40,6 +40,12 @@ BUSY_WINDOW_S = 0.05
 # comes after the broker accepted the messages: a worker that receives a message before
 # that commit blocks on its claim until the row is `queued`, or finds it unchanged if the
 # relay rolled back (the outbox row is then published again).
+#
+# `current` finds the deliveries by primary key, and the status test runs on its rows. A
+# test on `deliveries` itself let the planner combine the partial indexes on status, which
+# keep one dead entry per finished attempt until VACUUM (1 to 2 ms per batch after 10,000
+# attempts). It locks in id order, as a worker's claim does, and FOR UPDATE returns each
+# row as last committed.
 _CLAIM = text(
     """
     WITH claimed AS (
@@ -52,14 +58,17 @@ _CLAIM = text(
         UPDATE outbox SET published_at = now()
         FROM claimed WHERE outbox.id = claimed.id
         RETURNING outbox.delivery_id, outbox.trigger
+    ), current AS (
+        SELECT id, status, next_attempt_at FROM deliveries
+        WHERE id IN (SELECT delivery_id FROM marked)
+        ORDER BY id FOR UPDATE
     )
     UPDATE deliveries SET
         status = 'queued', queued_at = now(), next_trigger = marked.trigger, updated_at = now()
-    FROM marked
+    FROM marked JOIN current c ON c.id = marked.delivery_id
     WHERE deliveries.id = marked.delivery_id
-      AND (deliveries.status IN ('pending', 'queued')
-           OR (deliveries.status = 'retrying'
-               AND deliveries.next_attempt_at <= now() + interval '1 second'))
+      AND (c.status IN ('pending', 'queued')
+           OR (c.status = 'retrying' AND c.next_attempt_at <= now() + interval '1 second'))
     RETURNING deliveries.id
     """
 )

@@ -24,9 +24,9 @@ from handoff.secret_box import SecretBox, SecretBoxError
 # move it back to `d.status = 'queued'`. An UPDATE tests its WHERE against the row as of its
 # snapshot, so it skips a row that is not `queued` there without waiting for the lock. The
 # delivery then waits for the sweeper's grace period (20 s by default) instead of being sent.
-# The rows are locked in id order, so two claims over the same rows cannot deadlock each
-# other. The relay and cancellations lock in other orders, so the worker runs a claim that
-# Postgres ends as a deadlock victim again.
+# The rows are locked in id order, as the relay and the record lock theirs, so these
+# statements wait for each other over deliveries instead of deadlocking. Cancellations lock
+# in plan order, so the worker runs a claim that Postgres ends as a deadlock victim again.
 _CLAIM = text(
     """
     WITH locked AS (

@@ -289,9 +289,10 @@ class DeliveryWorker:
 def _retry_deadlock(run: Callable[[], _T]) -> _T:
     """Run `run`, and again after a deadlock, up to `DEADLOCK_TRIES` times in all.
 
-    A message's claim locks its rows in id order, but the relay and the cancellation of a
-    workspace's deliveries lock theirs in plan order, so Postgres can end one of them as
-    a deadlock victim. The victim's statement left no trace, so it is safe to run again.
+    A message's claim and record lock their rows in id order, as the relay does, but the
+    cancellation of a workspace's deliveries locks its rows in plan order, so Postgres can
+    end one of them as a deadlock victim. The victim's statement left no trace, so it is
+    safe to run again.
     """
     for attempt in range(1, DEADLOCK_TRIES):
         try:
