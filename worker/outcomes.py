@@ -26,12 +26,12 @@ from worker.retry_policy import RetryDecision
 # test events notify: the API's test send is the one listener, and every NOTIFY takes a
 # lock at commit that all notifying transactions of the database share.
 #
-# `locked` finds the deliveries by primary key, and the status test runs on its rows, not on
-# `d`. With `d.status = 'sending'`, the planner read a partial index on status instead,
-# because statistics show almost no delivery in `sending`. Those indexes keep one dead
-# entry per finished attempt until VACUUM, so that plan cost more with every attempt (5 ms
-# per record after 10,000 attempts). FOR UPDATE returns each row as last committed, as in
-# the claim, so a concurrent change by the sweeper is still seen.
+# `locked` finds the deliveries by primary key and locks, in id order, those still
+# `sending`. Its test is a CASE on purpose: with `d.status = 'sending'`, the planner read a
+# partial index on status instead, because statistics show almost no delivery in
+# `sending`. Those indexes keep one dead entry per finished attempt until VACUUM, so that
+# plan cost more with every attempt (5 ms per record after 10,000 attempts). A row changed
+# meanwhile by the sweeper is tested again as last committed, as in the claim.
 _RECORD = text(
     """
     WITH outcome AS (
@@ -44,8 +44,9 @@ _RECORD = text(
             workspace_id text
         )
     ), locked AS (
-        SELECT id, status, attempt_count FROM deliveries
+        SELECT id, attempt_count FROM deliveries
         WHERE id IN (SELECT delivery_id FROM outcome)
+          AND CASE status WHEN 'sending' THEN true ELSE false END
         ORDER BY id FOR UPDATE
     ), attempt AS (
         UPDATE delivery_attempts a SET
@@ -77,7 +78,7 @@ _RECORD = text(
         FROM outcome o
         JOIN locked l ON l.id = o.delivery_id
         LEFT JOIN closed c ON c.delivery_id = o.delivery_id
-        WHERE d.id = o.delivery_id AND l.status = 'sending' AND l.attempt_count = o.number
+        WHERE d.id = o.delivery_id AND l.attempt_count = o.number
         RETURNING d.id, d.status, d.next_attempt_at, o.notify
     ), scheduled AS (
         INSERT INTO outbox (delivery_id, trigger, available_at)
