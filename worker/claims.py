@@ -24,9 +24,10 @@ from handoff.secret_box import SecretBox, SecretBoxError
 # move it back to `d.status = 'queued'`. An UPDATE tests its WHERE against the row as of its
 # snapshot, so it skips a row that is not `queued` there without waiting for the lock. The
 # delivery then waits for the sweeper's grace period (20 s by default) instead of being sent.
-# The rows are locked in id order, as the relay and the record lock theirs, so these
-# statements wait for each other over deliveries instead of deadlocking. Cancellations lock
-# in plan order, so the worker runs a claim that Postgres ends as a deadlock victim again.
+# The rows are locked in id order, as the relay and the record lock theirs, so two of these
+# statements that lock the same deliveries wait for each other instead of deadlocking.
+# Cancellations lock in plan order, so the worker runs again a claim that Postgres ends as
+# a deadlock victim.
 _CLAIM = text(
     """
     WITH locked AS (

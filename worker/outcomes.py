@@ -59,25 +59,22 @@ _RECORD = text(
         FROM outcome o
         WHERE a.id = o.attempt_id AND a.outcome IS NULL
         RETURNING a.delivery_id
-    ), closed AS (
-        SELECT o.delivery_id, i.disabled_reason FROM outcome o
-        LEFT JOIN integrations i ON i.workspace_id = o.workspace_id
-        WHERE i.enabled IS NOT TRUE
+    ), cancelled AS (
+        SELECT o.delivery_id, coalesce(i.disabled_reason, :closed_reason) AS reason
+        FROM outcome o LEFT JOIN integrations i ON i.workspace_id = o.workspace_id
+        WHERE o.status = 'retrying' AND i.enabled IS NOT TRUE
     ), delivery AS (
         UPDATE deliveries d SET
-            status = CASE WHEN o.status = 'retrying' AND c.delivery_id IS NOT NULL
-                          THEN 'cancelled' ELSE o.status END,
+            status = CASE WHEN c.delivery_id IS NULL THEN o.status ELSE 'cancelled' END,
             lease_until = NULL,
             next_attempt_at = CASE WHEN c.delivery_id IS NULL THEN o.next_attempt_at END,
             delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE d.delivered_at END,
-            failure_reason = CASE WHEN o.status = 'retrying' AND c.delivery_id IS NOT NULL
-                                  THEN coalesce(c.disabled_reason, :closed_reason)
-                                  ELSE o.failure_reason END,
+            failure_reason = coalesce(c.reason, o.failure_reason),
             provider = o.provider, url_redacted = o.url_redacted, next_trigger = 'scheduled',
             updated_at = now()
         FROM outcome o
         JOIN locked l ON l.id = o.delivery_id
-        LEFT JOIN closed c ON c.delivery_id = o.delivery_id
+        LEFT JOIN cancelled c ON c.delivery_id = o.delivery_id
         WHERE d.id = o.delivery_id AND l.attempt_count = o.number
         RETURNING d.id, d.status, d.next_attempt_at, o.notify
     ), scheduled AS (

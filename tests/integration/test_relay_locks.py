@@ -1,8 +1,8 @@
 """The relay's claim skips a delivery being sent instead of waiting for its lock.
 
-A worker that records a 410 holds its delivery's row and then cancels the workspace's open
-deliveries in the same transaction. A relay batch that holds one of those open deliveries
-and waited for the sent one would deadlock with it.
+A worker that records a 410 has locked its delivery's row, and then cancels the workspace's
+open deliveries in the same transaction. A relay batch that has locked one of those open
+deliveries and waited for the sent one would deadlock with that worker.
 """
 
 from __future__ import annotations
